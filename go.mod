@@ -1,0 +1,3 @@
+module github.com/brokerkit/broker
+
+go 1.26

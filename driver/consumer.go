@@ -1,0 +1,412 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/dlq"
+)
+
+// settleTimeout bounds one Ack, Nack or dead-letter publish that happens after
+// the Consume context may have ended.
+const settleTimeout = 30 * time.Second
+
+// maxReasonBytes bounds the dead-letter reason header, so that a long error
+// cannot push the copy over the broker's size limit.
+const maxReasonBytes = 1024
+
+// Consumer is the portable broker.Consumer over a Receiver.
+type Consumer struct {
+	name  string
+	r     Receiver
+	dead  Sender
+	opts  broker.ConsumerOptions
+	feats Features
+
+	mu      sync.Mutex // guards closed and running.Add
+	closed  bool
+	closing chan struct{}
+	running sync.WaitGroup
+}
+
+var _ broker.Consumer = (*Consumer)(nil)
+
+// NewConsumer returns a Consumer that receives through r and publishes dead
+// letters through dead; it owns both. Options are validated here, so a consumer
+// asking for what the adapter cannot do fails at start-up: OrderByKey on a
+// receiver without OrderedByKey gives an error wrapping ErrUnsupported.
+func NewConsumer(name string, r Receiver, dead Sender, opts broker.ConsumerOptions) (*Consumer, error) {
+	if r == nil || dead == nil {
+		return nil, fmt.Errorf("%s: NewConsumer needs a Receiver and a dead-letter Sender: %w", name, broker.ErrInvalidArgument)
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	opts = opts.WithDefaults()
+	feats := r.Features()
+	if opts.OrderByKey && !feats.OrderedByKey {
+		return nil, fmt.Errorf("%s: OrderByKey: this adapter cannot keep per-key order: %w", name, broker.ErrUnsupported)
+	}
+	return &Consumer{name: name, r: r, dead: dead, opts: opts, feats: feats, closing: make(chan struct{})}, nil
+}
+
+// Options returns the consumer's options with defaults applied.
+func (c *Consumer) Options() broker.ConsumerOptions { return c.opts }
+
+// Consume implements broker.Consumer.
+func (c *Consumer) Consume(ctx context.Context, topic string, h broker.Handler) error {
+	if err := broker.ValidateTopic(topic); err != nil {
+		return fmt.Errorf("%s: consume: %w", c.name, err)
+	}
+	if h == nil {
+		return fmt.Errorf("%s: consume %q: nil handler: %w", c.name, topic, broker.ErrInvalidArgument)
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return fmt.Errorf("%s: consume %q: %w", c.name, topic, broker.ErrClosed)
+	}
+	c.running.Add(1)
+	c.mu.Unlock()
+	defer c.running.Done()
+
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	prefetch := 2 * c.opts.Concurrency
+	sub, err := c.r.Subscribe(ctx, topic, SubscribeConfig{Options: c.opts, Prefetch: prefetch})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s: consume %q: %w", c.name, topic, err)
+	}
+	r := &run{
+		c:       c,
+		topic:   topic,
+		sub:     sub,
+		h:       h,
+		log:     c.opts.Logger.With("adapter", c.name, "topic", topic, "group", c.opts.Group),
+		bg:      context.WithoutCancel(ctx),
+		slots:   make(chan struct{}, prefetch),
+		workers: make(chan struct{}, c.opts.Concurrency),
+		keys:    map[string][]*Delivery{},
+	}
+	r.fetchCtx, r.stopFetch = context.WithCancel(ctx)
+	r.handlerCtx, r.cancelHandlers = context.WithCancel(ctx)
+	return r.loop(ctx)
+}
+
+// Close implements broker.Consumer: running Consume calls stop fetching, drain
+// and return nil; then the receiver and dead-letter sender are closed.
+func (c *Consumer) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.closing)
+	c.mu.Unlock()
+	c.running.Wait()
+	return errors.Join(c.r.Close(), c.dead.Close())
+}
+
+// Stats implements broker.StatsReader when the Receiver does; group "" means
+// this consumer's group.
+func (c *Consumer) Stats(ctx context.Context, topic, group string) (broker.Stats, error) {
+	if group == "" {
+		group = c.opts.Group
+	}
+	if sr, ok := c.r.(StatsReader); ok {
+		return sr.Stats(ctx, topic, group)
+	}
+	return broker.Stats{}, fmt.Errorf("%s: stats: %w", c.name, broker.ErrUnsupported)
+}
+
+// run is one Consume call.
+type run struct {
+	c     *Consumer
+	topic string
+	sub   Subscription
+	h     broker.Handler
+	log   *slog.Logger
+	bg    context.Context // for settling after ctx ended
+
+	fetchCtx       context.Context // ends on Close or when the Consume ctx ends
+	stopFetch      context.CancelFunc
+	handlerCtx     context.Context // ends when the Consume ctx ends or draining timed out
+	cancelHandlers context.CancelFunc
+
+	slots   chan struct{} // one per delivery held (prefetch window)
+	workers chan struct{} // one per running handler (concurrency)
+	wg      sync.WaitGroup
+
+	mu   sync.Mutex
+	keys map[string][]*Delivery // ordered mode: deliveries waiting behind a busy key
+}
+
+func (r *run) loop(ctx context.Context) error {
+	go func() {
+		select {
+		case <-r.c.closing:
+			r.stopFetch()
+		case <-r.fetchCtx.Done():
+		}
+	}()
+
+	var fatal error
+	pause := time.Duration(0)
+fetch:
+	for {
+		select {
+		case r.slots <- struct{}{}:
+		case <-r.fetchCtx.Done():
+			break fetch
+		}
+		n := 1
+	more:
+		for n < cap(r.slots) {
+			select {
+			case r.slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		ds, err := r.sub.Receive(r.fetchCtx, n)
+		for range n - len(ds) {
+			<-r.slots
+		}
+		for _, d := range ds {
+			r.dispatch(d)
+		}
+		switch {
+		case err == nil:
+			pause = 0
+		case r.fetchCtx.Err() != nil:
+			break fetch
+		case errors.Is(err, broker.ErrUnavailable):
+			pause = min(2*pause+100*time.Millisecond, 5*time.Second)
+			r.log.Warn("broker: receive failed; retrying", "error", err, "pause", pause)
+			if !sleep(r.fetchCtx, pause) {
+				break fetch
+			}
+		default:
+			fatal = err
+			break fetch
+		}
+	}
+	r.stopFetch()
+	r.drain(ctx)
+	if err := r.sub.Close(); err != nil {
+		r.log.Error("broker: closing subscription failed; unacknowledged messages will be redelivered", "error", err)
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case fatal != nil:
+		return fmt.Errorf("%s: consume %q: %w", r.c.name, r.topic, fatal)
+	}
+	return nil
+}
+
+// drain waits for started handlers, up to the drain timeout unless the Consume
+// context already ended, then cancels the rest and waits for them to return.
+func (r *run) drain(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	t := time.NewTimer(r.c.opts.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		r.log.Warn("broker: drain timeout; cancelling in-flight handlers", "timeout", r.c.opts.DrainTimeout)
+	case <-ctx.Done():
+	}
+	r.cancelHandlers()
+	<-done
+}
+
+func (r *run) dispatch(d *Delivery) {
+	key := d.Message.Key
+	if !r.c.opts.OrderByKey || key == "" {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.process(d)
+		}()
+		return
+	}
+	r.mu.Lock()
+	if q, busy := r.keys[key]; busy {
+		r.keys[key] = append(q, d)
+		r.mu.Unlock()
+		return
+	}
+	r.keys[key] = nil
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for d != nil {
+			r.process(d)
+			r.mu.Lock()
+			if q := r.keys[key]; len(q) > 0 {
+				d, r.keys[key] = q[0], q[1:]
+			} else {
+				delete(r.keys, key)
+				d = nil
+			}
+			r.mu.Unlock()
+		}
+	}()
+}
+
+// process runs the handler for d until d is settled: acknowledged,
+// dead-lettered, handed back for redelivery, or released at shutdown.
+func (r *run) process(d *Delivery) {
+	defer func() { <-r.slots }()
+	m := d.Message
+	if m.Attempt < 1 {
+		m.Attempt = 1
+	}
+	opts := r.c.opts
+	inProcess := !r.c.feats.NackRedelivers || (opts.OrderByKey && m.Key != "")
+	var firstFailed time.Time
+	for {
+		select {
+		case r.workers <- struct{}{}:
+		case <-r.fetchCtx.Done():
+			r.release(d)
+			return
+		}
+		if r.fetchCtx.Err() != nil { // stopping: do not start new work
+			<-r.workers
+			r.release(d)
+			return
+		}
+		err := r.call(m)
+		<-r.workers
+		if err == nil {
+			r.ack(d)
+			return
+		}
+		if r.handlerCtx.Err() != nil { // cut short by shutdown: not the message's fault
+			r.release(d)
+			return
+		}
+		lastFailed := time.Now()
+		if firstFailed.IsZero() {
+			firstFailed = lastFailed
+		}
+		if broker.IsPermanent(err) || m.Attempt >= opts.MaxAttempts {
+			r.deadLetter(d, err, firstFailed, lastFailed, inProcess)
+			return
+		}
+		delay := opts.Backoff(m.Attempt)
+		if !inProcess {
+			r.nack(d, delay)
+			return
+		}
+		if !sleep(r.fetchCtx, delay) {
+			r.release(d)
+			return
+		}
+		m.Attempt++
+	}
+}
+
+func (r *run) call(m *broker.Message) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &broker.PanicError{Value: p, Stack: debug.Stack()}
+		}
+	}()
+	return r.h(r.handlerCtx, m)
+}
+
+// deadLetter publishes a copy of d to the dead-letter topic, then acks d. If the
+// publish fails, d is not acknowledged: it is handed back for redelivery, or in
+// process the publish is retried after a backoff until shutdown.
+func (r *run) deadLetter(d *Delivery, cause error, first, last time.Time, inProcess bool) {
+	m := d.Message
+	cp := m.Clone()
+	if cp.Headers == nil {
+		cp.Headers = map[string]string{}
+	}
+	reason := cause.Error()
+	if len(reason) > maxReasonBytes {
+		reason = reason[:maxReasonBytes]
+	}
+	cp.Headers[dlq.HeaderOriginalTopic] = r.topic
+	cp.Headers[dlq.HeaderGroup] = r.c.opts.Group
+	cp.Headers[dlq.HeaderAttempts] = strconv.Itoa(m.Attempt)
+	cp.Headers[dlq.HeaderReason] = reason
+	cp.Headers[dlq.HeaderPermanent] = strconv.FormatBool(broker.IsPermanent(cause))
+	cp.Headers[dlq.HeaderFirstFailedAt] = first.UTC().Format(time.RFC3339Nano)
+	cp.Headers[dlq.HeaderLastFailedAt] = last.UTC().Format(time.RFC3339Nano)
+	target := r.c.opts.DeadLetterTopicFor(r.topic)
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(r.bg, settleTimeout)
+		err := r.c.dead.Send(ctx, target, []*broker.Message{cp})
+		cancel()
+		if err == nil {
+			r.log.Info("broker: message dead-lettered", "id", m.ID, "attempts", m.Attempt, "dead_letter_topic", target, "reason", reason)
+			r.ack(d)
+			return
+		}
+		r.log.Error("broker: dead-letter publish failed; message not acknowledged", "id", m.ID, "dead_letter_topic", target, "error", err)
+		delay := r.c.opts.Backoff(try)
+		if !inProcess {
+			r.nack(d, delay)
+			return
+		}
+		if !sleep(r.fetchCtx, delay) {
+			r.release(d)
+			return
+		}
+	}
+}
+
+func (r *run) ack(d *Delivery) {
+	ctx, cancel := context.WithTimeout(r.bg, settleTimeout)
+	defer cancel()
+	if err := r.sub.Ack(ctx, d); err != nil {
+		r.log.Warn("broker: ack failed; the message will be redelivered", "id", d.Message.ID, "error", err)
+	}
+}
+
+func (r *run) nack(d *Delivery, delay time.Duration) {
+	ctx, cancel := context.WithTimeout(r.bg, settleTimeout)
+	defer cancel()
+	if err := r.sub.Nack(ctx, d, delay); err != nil {
+		r.log.Warn("broker: nack failed; the message will be redelivered when its lease ends", "id", d.Message.ID, "error", err)
+	}
+}
+
+// release hands back a delivery that was not (fully) handled because the
+// consumer is stopping.
+func (r *run) release(d *Delivery) { r.nack(d, 0) }
+
+// sleep waits for d or until ctx ends, reporting whether the full wait elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -3,6 +3,8 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,6 +147,9 @@ func (h Harness) publisher(t *testing.T) broker.Publisher {
 
 func (h Harness) consumer(t *testing.T, o broker.ConsumerOptions) broker.Consumer {
 	t.Helper()
+	if o.Logger == nil {
+		o.Logger = testLogger(t)
+	}
 	c, err := h.NewConsumer(t, o)
 	if err != nil {
 		t.Fatalf("NewConsumer(%+v): %v", o, err)
@@ -169,4 +174,27 @@ func assertNotRedelivered(t *testing.T, h Harness, p broker.Publisher, topic, gr
 			t.Errorf("message %s was delivered again %d time(s) after it was acknowledged", id, n)
 		}
 	}
+}
+
+// testLogger sends a consumer's log lines to t.Log, so they show with the
+// failing case; lines after the test ended are dropped.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }

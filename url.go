@@ -100,8 +100,9 @@ func lookup(rawURL string) (Opener, *url.URL, error) {
 		return nil, nil, fmt.Errorf("broker: malformed URL %q: %v: %w", Redact(rawURL), err, ErrInvalidArgument)
 	}
 	if u.Scheme == "" {
-		return nil, nil, fmt.Errorf("broker: URL %q has no scheme (registered: %s): %w",
-			Redact(rawURL), strings.Join(Schemes(), ", "), ErrInvalidArgument)
+		// Not echoed: a string without a scheme may be a bare secret.
+		return nil, nil, fmt.Errorf("broker: URL (%d characters) has no scheme; want scheme://... (registered: %s): %w",
+			len(rawURL), strings.Join(Schemes(), ", "), ErrInvalidArgument)
 	}
 	registry.RLock()
 	o := registry.openers[strings.ToLower(u.Scheme)]
@@ -136,8 +137,15 @@ func Redact(rawURL string) string {
 			masked = true
 		}
 	}
+	if !masked && u.User == nil {
+		return rawURL
+	}
 	if masked {
 		u.RawQuery = q.Encode()
 	}
-	return u.Redacted()
+	out := u.Redacted()
+	if u.Host == "" && strings.HasPrefix(rawURL, u.Scheme+"://") && !strings.HasPrefix(out, u.Scheme+"://") {
+		out = u.Scheme + "://" + strings.TrimPrefix(out, u.Scheme+":")
+	}
+	return out
 }

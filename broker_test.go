@@ -1,0 +1,174 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brokerkit/broker"
+)
+
+func TestNewIDSortableAndUnique(t *testing.T) {
+	seen := map[string]bool{}
+	prev := ""
+	for i := range 10000 {
+		id := broker.NewID()
+		if len(id) != 26 {
+			t.Fatalf("NewID() = %q, want 26 characters", id)
+		}
+		if seen[id] {
+			t.Fatalf("NewID() repeated %q after %d calls", id, i)
+		}
+		seen[id] = true
+		if i%1000 == 0 {
+			time.Sleep(time.Millisecond) // IDs of different milliseconds must sort by time
+			next := broker.NewID()
+			if prev != "" && next <= prev {
+				t.Fatalf("NewID() %q made later sorts before %q", next, prev)
+			}
+			prev = next
+		}
+	}
+}
+
+type nopOpener struct{}
+
+func (nopOpener) OpenPublisher(context.Context, *url.URL) (broker.Publisher, error) { return nil, nil }
+func (nopOpener) OpenConsumer(context.Context, *url.URL) (broker.Consumer, error)   { return nil, nil }
+
+func TestRegisterPanicsOnMisuse(t *testing.T) {
+	broker.Register("test-nop", nopOpener{})
+	for name, f := range map[string]func(){
+		"empty scheme": func() { broker.Register("", nopOpener{}) },
+		"upper case":   func() { broker.Register("MEMX", nopOpener{}) },
+		"nil opener":   func() { broker.Register("test-nil", nil) },
+		"duplicate":    func() { broker.Register("test-nop", nopOpener{}) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Error("Register did not panic")
+				}
+			}()
+			f()
+		})
+	}
+	if !slices.Contains(broker.Schemes(), "test-nop") || !slices.Contains(broker.Schemes(), "mem") {
+		t.Errorf("Schemes() = %v, want test-nop and mem", broker.Schemes())
+	}
+}
+
+func TestOpenRejectsBadURLsWithoutLeakingSecrets(t *testing.T) {
+	for _, raw := range []string{
+		"amqp-unknown://user:hunter2@host/",
+		"://user:hunter2@host",
+		"no-scheme-hunter2",
+		"mem://x?password=hunter2&bogus=1",
+		"mem://a:hunter2@x/",
+		"mem://x:99/",
+	} {
+		_, err := broker.OpenPublisher(context.Background(), raw)
+		if !errors.Is(err, broker.ErrInvalidArgument) {
+			t.Errorf("OpenPublisher(%q) = %v, want ErrInvalidArgument", raw, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("OpenPublisher(%q) error leaks the secret: %v", raw, err)
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"amqp://guest:guest@localhost:5672/":       "amqp://guest:xxxxx@localhost:5672/",
+		"kafka://h:9092?sasl_password=p&group=g":   "kafka://h:9092?group=g&sasl_password=xxxxx",
+		"sqs://?region=eu-west-1":                  "sqs://?region=eu-west-1",
+		"amqp://u:p%zz@host/":                      "amqp://xxxxx@host/",
+		"postgres://u:pw@h/db?sslmode=disable&x=y": "postgres://u:xxxxx@h/db?sslmode=disable&x=y",
+	} {
+		if got := broker.Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestPermanent(t *testing.T) {
+	base := errors.New("bad payload")
+	p := broker.Permanent(fmt.Errorf("decode: %w", base))
+	if !broker.IsPermanent(p) || !broker.IsPermanent(fmt.Errorf("wrapped: %w", p)) {
+		t.Error("IsPermanent is false for a Permanent error")
+	}
+	if !errors.Is(p, base) {
+		t.Error("Permanent hides the cause from errors.Is")
+	}
+	if broker.IsPermanent(base) || broker.Permanent(nil) != nil {
+		t.Error("IsPermanent(plain) or Permanent(nil) wrong")
+	}
+	if broker.IsRetryable(p) || !broker.IsRetryable(fmt.Errorf("x: %w", broker.ErrUnavailable)) ||
+		broker.IsRetryable(fmt.Errorf("x: %w", broker.ErrInvalidArgument)) || broker.IsRetryable(nil) {
+		t.Error("IsRetryable misclassifies")
+	}
+}
+
+func TestPublishErrorUnwrapsCauses(t *testing.T) {
+	err := error(&broker.PublishError{Topic: "t", Failed: []broker.FailedMessage{
+		{Index: 2, ID: "a", Err: fmt.Errorf("too big: %w", broker.ErrMessageTooLarge)},
+		{Index: 5, ID: "b", Err: broker.ErrUnavailable},
+	}})
+	if !errors.Is(err, broker.ErrMessageTooLarge) || !errors.Is(err, broker.ErrUnavailable) {
+		t.Errorf("errors.Is does not see the causes of %v", err)
+	}
+	var pe *broker.PublishError
+	if !errors.As(fmt.Errorf("w: %w", err), &pe) || pe.Failed[1].Index != 5 {
+		t.Error("errors.As to *PublishError failed")
+	}
+	if !strings.Contains(err.Error(), "#2 (id a)") {
+		t.Errorf("message does not name the failed message: %v", err)
+	}
+}
+
+func TestExponentialBackoffBounds(t *testing.T) {
+	b := broker.ExponentialBackoff(10*time.Millisecond, 80*time.Millisecond)
+	for attempt, ceil := range map[int]time.Duration{1: 10, 2: 20, 3: 40, 4: 80, 5: 80, 50: 80} {
+		ceil *= time.Millisecond
+		for range 200 {
+			d := b(attempt)
+			if d < ceil/2 || d > ceil {
+				t.Fatalf("attempt %d: delay %v outside [%v, %v]", attempt, d, ceil/2, ceil)
+			}
+		}
+	}
+	if d := broker.ExponentialBackoff(0, time.Second)(3); d != 0 {
+		t.Errorf("zero min gives %v, want 0", d)
+	}
+}
+
+func TestMessageAs(t *testing.T) {
+	type native struct{ tag int }
+	m := &broker.Message{Native: native{7}}
+	var n native
+	if !m.As(&n) || n.tag != 7 {
+		t.Error("As did not set the native value")
+	}
+	var s string
+	if m.As(&s) || m.As(nil) || m.As(n) || (&broker.Message{}).As(&n) {
+		t.Error("As reported true for a mismatched target")
+	}
+}
+
+func TestConsumerOptionsValidate(t *testing.T) {
+	for _, o := range []broker.ConsumerOptions{{Concurrency: -1}, {MaxAttempts: -2}, {Group: "a b"}, {DrainTimeout: -time.Second}} {
+		if err := o.Validate(); !errors.Is(err, broker.ErrInvalidArgument) {
+			t.Errorf("Validate(%+v) = %v, want ErrInvalidArgument", o, err)
+		}
+	}
+	d := broker.ConsumerOptions{}.WithDefaults()
+	if d.Group != broker.DefaultGroup || d.Concurrency != 1 || d.MaxAttempts != 5 || d.Backoff == nil || d.Logger == nil {
+		t.Errorf("WithDefaults() = %+v", d)
+	}
+}

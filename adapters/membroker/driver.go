@@ -117,20 +117,7 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 			return nil, fmt.Errorf("mem: receive from %q: %w", s.topic, broker.ErrClosed)
 		}
 		next := s.q.promote(time.Now())
-		var out []*driver.Delivery
-		kept := s.q.ready[:0]
-		for _, e := range s.q.ready {
-			if len(out) < max {
-				if h, held := s.q.keyHolder[e.msg.Key]; !held || h == s.id {
-					s.q.take(e, s.id)
-					out = append(out, s.delivery(e))
-					continue
-				}
-			}
-			kept = append(kept, e)
-		}
-		clear(s.q.ready[len(kept):])
-		s.q.ready = kept
+		out := s.takeLocked(max)
 		wake := s.q.wake
 		s.b.mu.Unlock()
 		if len(out) > 0 {
@@ -149,6 +136,33 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 		case <-timer:
 		}
 	}
+}
+
+// takeLocked takes up to max ready entries in order, passing over those whose
+// key is in flight to another subscription. It stops scanning once it has max,
+// so a long queue costs nothing beyond what is taken.
+func (s *subscription) takeLocked(max int) []*driver.Delivery {
+	q := s.q
+	var out []*driver.Delivery
+	var skipped []*entry
+	i := 0
+	for ; i < len(q.ready) && len(out) < max; i++ {
+		e := q.ready[i]
+		if h, held := q.keyHolder[e.msg.Key]; held && h != s.id {
+			skipped = append(skipped, e)
+			continue
+		}
+		q.take(e, s.id)
+		out = append(out, s.delivery(e))
+	}
+	rest := q.ready[i:]
+	if len(skipped) == 0 {
+		clear(q.ready[:i])
+		q.ready = rest
+	} else {
+		q.ready = append(skipped, rest...)
+	}
+	return out
 }
 
 func (s *subscription) delivery(e *entry) *driver.Delivery {

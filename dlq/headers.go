@@ -27,6 +27,9 @@ const (
 	HeaderFirstFailedAt = "x-dlq-first-failed-at"
 	// HeaderLastFailedAt is when the last failed attempt ended.
 	HeaderLastFailedAt = "x-dlq-last-failed-at"
+	// HeaderOriginalID is the message's ID when it was dead-lettered, set on
+	// the copies that Peek and Redrive put back at the tail of the topic.
+	HeaderOriginalID = "x-dlq-original-id"
 	// HeaderRedriveCount counts how many times the message was sent back from a
 	// dead-letter topic to its original topic.
 	HeaderRedriveCount = "x-dlq-redrive-count"

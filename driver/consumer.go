@@ -96,6 +96,7 @@ func (c *Consumer) Consume(ctx context.Context, topic string, h broker.Handler) 
 		log:     c.opts.Logger.With("adapter", c.name, "topic", topic, "group", c.opts.Group),
 		bg:      context.WithoutCancel(ctx),
 		slots:   make(chan struct{}, prefetch),
+		queue:   make(chan *Delivery, prefetch),
 		workers: make(chan struct{}, c.opts.Concurrency),
 		keys:    map[string][]*Delivery{},
 	}
@@ -145,8 +146,9 @@ type run struct {
 	handlerCtx     context.Context // ends when the Consume ctx ends or draining timed out
 	cancelHandlers context.CancelFunc
 
-	slots   chan struct{} // one per delivery held (prefetch window)
-	workers chan struct{} // one per running handler (concurrency)
+	slots   chan struct{}  // one per delivery held (prefetch window)
+	queue   chan *Delivery // unordered deliveries waiting for a worker
+	workers chan struct{}  // one per running handler (concurrency)
 	wg      sync.WaitGroup
 
 	mu   sync.Mutex
@@ -154,6 +156,7 @@ type run struct {
 }
 
 func (r *run) loop(ctx context.Context) error {
+	r.startWorkers()
 	go func() {
 		select {
 		case <-r.c.closing:
@@ -205,6 +208,7 @@ fetch:
 		}
 	}
 	r.stopFetch()
+	close(r.queue)
 	r.drain(ctx)
 	if err := r.sub.Close(); err != nil {
 		r.log.Error("broker: closing subscription failed; unacknowledged messages will be redelivered", "error", err)
@@ -235,14 +239,24 @@ func (r *run) drain(ctx context.Context) {
 	<-done
 }
 
-func (r *run) dispatch(d *Delivery) {
-	key := d.Message.Key
-	if !r.c.opts.OrderByKey || key == "" {
+// startWorkers starts the goroutines that take unordered deliveries from
+// r.queue, so that handlers start in the order messages were received.
+func (r *run) startWorkers() {
+	for range r.c.opts.Concurrency {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.process(d)
+			for d := range r.queue {
+				r.process(d)
+			}
 		}()
+	}
+}
+
+func (r *run) dispatch(d *Delivery) {
+	key := d.Message.Key
+	if !r.c.opts.OrderByKey || key == "" {
+		r.queue <- d // never blocks: it has room for every prefetch slot
 		return
 	}
 	r.mu.Lock()

@@ -37,6 +37,8 @@ type Options struct {
 type Report struct {
 	// Seen is the number of distinct messages read from the dead-letter topic.
 	Seen int
+	// Selected is the number that passed the filter (all, without one).
+	Selected int
 	// Moved is the number sent back to their topic (zero for Peek and DryRun).
 	Moved int
 	// Kept is the number put back at the tail of the dead-letter topic.
@@ -129,6 +131,9 @@ func run(ctx context.Context, c broker.Consumer, p broker.Publisher, from string
 			return err
 		}
 		mu.Lock()
+		if selected {
+			rep.Selected++
+		}
 		if moved {
 			rep.Moved++
 		} else {

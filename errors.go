@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -40,7 +41,7 @@ var (
 // arguments, oversized messages, missing topics, closed clients and denied
 // permissions are not retryable.
 func IsRetryable(err error) bool {
-	if err == nil {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	for _, permanent := range []error{ErrClosed, ErrInvalidArgument, ErrMessageTooLarge,

@@ -48,7 +48,7 @@ type Report struct {
 // Peek and Redrive read the dead-letter topic through c, which they run until
 // they return; give them a consumer of their own with Concurrency 1 (the
 // default), so that messages are read in order and a run ends when it meets
-// a message it already put back.
+// a copy it put back itself.
 
 // Peek returns up to opts.Limit messages from the dead-letter topic from,
 // leaving them parked. The portable API has no browse operation, so Peek reads
@@ -91,13 +91,12 @@ func run(ctx context.Context, c broker.Consumer, p broker.Publisher, from string
 	var (
 		mu       sync.Mutex
 		rep      Report
-		seen     = map[string]bool{}
+		ours     = map[string]bool{} // IDs of the copies this run put back
 		activity = make(chan struct{}, 1)
 	)
 	handler := func(hctx context.Context, m *broker.Message) error {
 		mu.Lock()
-		id := originalID(m)
-		done := seen[id] || // went all the way round: everything left was seen
+		done := ours[m.ID] || // went all the way round: this is a copy we put back
 			opts.Limit > 0 && (peeked != nil && rep.Seen >= opts.Limit || peeked == nil && rep.Moved >= opts.Limit)
 		if done {
 			mu.Unlock()
@@ -107,7 +106,6 @@ func run(ctx context.Context, c broker.Consumer, p broker.Publisher, from string
 			<-hctx.Done()
 			return hctx.Err()
 		}
-		seen[id] = true
 		rep.Seen++
 		mu.Unlock()
 
@@ -121,11 +119,15 @@ func run(ctx context.Context, c broker.Consumer, p broker.Publisher, from string
 		if moved {
 			err = p.Publish(hctx, dest, redriven(m))
 		} else {
-			err = p.Publish(hctx, from, rotated(m))
+			cp := rotated(m)
+			cp.ID = broker.NewID()
+			mu.Lock()
+			ours[cp.ID] = true
+			mu.Unlock()
+			err = p.Publish(hctx, from, cp)
 		}
 		if err != nil {
 			mu.Lock()
-			delete(seen, id)
 			rep.Seen--
 			mu.Unlock()
 			return err
@@ -191,15 +193,15 @@ func originalID(m *broker.Message) string {
 }
 
 // rotated is the copy of m that goes back to the tail of the dead-letter
-// topic. It gets a fresh ID, since brokers that deduplicate by ID (SQS FIFO)
-// would drop a second message with the same one, and remembers the original.
+// topic, remembering the original ID. The caller gives it a fresh ID, since
+// brokers that deduplicate by ID (SQS FIFO) would drop a second message with
+// the same one, and so that the run knows its own copies when they come round.
 func rotated(m *broker.Message) *broker.Message {
 	cp := m.Clone()
 	if cp.Headers == nil {
 		cp.Headers = map[string]string{}
 	}
 	cp.Headers[HeaderOriginalID] = originalID(m)
-	cp.ID = ""
 	return cp
 }
 

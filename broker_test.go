@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,8 +42,10 @@ type nopOpener struct{}
 func (nopOpener) OpenPublisher(context.Context, *url.URL) (broker.Publisher, error) { return nil, nil }
 func (nopOpener) OpenConsumer(context.Context, *url.URL) (broker.Consumer, error)   { return nil, nil }
 
+var registerOnce sync.Once
+
 func TestRegisterPanicsOnMisuse(t *testing.T) {
-	broker.Register("test-nop", nopOpener{})
+	registerOnce.Do(func() { broker.Register("test-nop", nopOpener{}) })
 	for name, f := range map[string]func(){
 		"empty scheme": func() { broker.Register("", nopOpener{}) },
 		"upper case":   func() { broker.Register("MEMX", nopOpener{}) },

@@ -5,15 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/brokerkit/broker"
-	"github.com/brokerkit/broker/dlq"
 )
 
 // Run runs every case of the suite against the adapter behind h.
@@ -68,6 +65,9 @@ var cases = []testCase{
 	{name: "StatsDepth", run: testStatsDepth},
 	{name: "DeadLetterAfterMaxAttempts", run: testDeadLetterExhausted},
 	{name: "PermanentErrorDeadLettersAtOnce", run: testDeadLetterPermanent},
+	{name: "RetryDelaysFollowBackoff", run: testRetryDelays},
+	{name: "ConcurrentDuplicateRunsSideEffectOnce", run: testConcurrentDuplicate},
+	{name: "RedriveRoundTrip", run: testRedriveRoundTrip},
 	{name: "OrderingCapabilityCheckedAtStart", run: testOrderingCapability},
 }
 
@@ -578,85 +578,6 @@ func testStatsDepth(t *testing.T, h Harness) {
 		s := stats()
 		return s.Depth == 0 && s.InFlight <= 0
 	})
-}
-
-// dlqRecorder consumes the dead-letter topic of topic.
-func dlqRecorder(t *testing.T, h Harness, topic string) *recorder {
-	rec := newRecorder()
-	consume(t, h.consumer(t, opts("")), topic+".dlq", rec.handler)
-	return rec
-}
-
-func testDeadLetterExhausted(t *testing.T, h Harness) {
-	topic := h.topic(t)
-	p := h.publisher(t)
-	poison := &broker.Message{Key: "bad", Body: []byte("poison"), Headers: map[string]string{"origin": "test"}}
-	good := numbered("g", 5)
-	publish(t, h, p, topic, append([]*broker.Message{poison}, good...)...)
-	var attempts atomic.Int64
-	rec := newRecorder()
-	o := opts("")
-	o.MaxAttempts = 3
-	o.Concurrency = 2
-	r := consume(t, h.consumer(t, o), topic, func(ctx context.Context, m *broker.Message) error {
-		if m.ID == poison.ID {
-			attempts.Add(1)
-			return fmt.Errorf("cannot handle attempt %d", m.Attempt)
-		}
-		rec.add(m)
-		return nil
-	})
-	eventually(t, h, "the good messages, past the poison one", func() bool { return rec.unique() == len(good) })
-	dead := dlqRecorder(t, h, topic)
-	eventually(t, h, "the poison message in the dead-letter topic", func() bool { return dead.count(poison.ID) > 0 })
-	_ = r.stop()
-	if n := attempts.Load(); n != 3 {
-		t.Errorf("poison message handled %d times, want exactly MaxAttempts = 3", n)
-	}
-	m := dead.all()[0]
-	want := map[string]string{
-		dlq.HeaderOriginalTopic: topic,
-		dlq.HeaderGroup:         broker.DefaultGroup,
-		dlq.HeaderAttempts:      "3",
-		dlq.HeaderReason:        "cannot handle attempt 3",
-		dlq.HeaderPermanent:     "false",
-		"origin":                "test",
-	}
-	for k, v := range want {
-		if m.Headers[k] != v {
-			t.Errorf("dead letter header %q = %q, want %q (headers: %v)", k, m.Headers[k], v, m.Headers)
-		}
-	}
-	for _, k := range []string{dlq.HeaderFirstFailedAt, dlq.HeaderLastFailedAt} {
-		if _, err := time.Parse(time.RFC3339Nano, m.Headers[k]); err != nil {
-			t.Errorf("dead letter header %q = %q: %v", k, m.Headers[k], err)
-		}
-	}
-	if !bytes.Equal(m.Body, poison.Body) || m.Key != poison.Key {
-		t.Errorf("dead letter body/key = %q/%q, want %q/%q", m.Body, m.Key, poison.Body, poison.Key)
-	}
-	assertNotRedelivered(t, h, p, topic, "", poison.ID)
-}
-
-func testDeadLetterPermanent(t *testing.T, h Harness) {
-	topic := h.topic(t)
-	p := h.publisher(t)
-	m := &broker.Message{Body: []byte("not json")}
-	publish(t, h, p, topic, m)
-	var attempts atomic.Int64
-	consume(t, h.consumer(t, opts("")), topic, func(ctx context.Context, got *broker.Message) error {
-		attempts.Add(1)
-		return broker.Permanent(errors.New("decode: invalid character"))
-	})
-	dead := dlqRecorder(t, h, topic)
-	eventually(t, h, "the message in the dead-letter topic", func() bool { return dead.count(m.ID) > 0 })
-	if n := attempts.Load(); n != 1 {
-		t.Errorf("a permanent failure was handled %d times, want 1", n)
-	}
-	hd := dead.all()[0].Headers
-	if hd[dlq.HeaderPermanent] != "true" || !strings.Contains(hd[dlq.HeaderReason], "decode: invalid character") || hd[dlq.HeaderAttempts] != "1" {
-		t.Errorf("dead letter headers = %v", maps.Clone(hd))
-	}
 }
 
 func testOrderingCapability(t *testing.T, h Harness) {

@@ -43,6 +43,9 @@ type Harness struct {
 	// MaxMessageSize is the adapter's limit on broker.Message.Size; the suite
 	// checks that one byte more is refused. Zero skips that case.
 	MaxMessageSize int
+	// DeduplicatesByID: the broker drops a second publish of the same ID
+	// within a window (SQS FIFO queues do, by MessageDeduplicationId).
+	DeduplicatesByID bool
 	// Timeout bounds each wait for an event. Zero means 30 seconds.
 	Timeout time.Duration
 }

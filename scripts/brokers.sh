@@ -84,8 +84,18 @@ start_detached() {
 	: >"$logfile"
 	# The inner shell records its own pid and then execs CMD, so the pid is CMD's.
 	# shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
-	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" \
+	rm -f "$pidfile"
+	setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0"; exec "$@"' "$pidfile" "$@" \
 		</dev/null >>"$logfile" 2>&1 &
+	# Callers check liveness through the pid file at once: wait until it exists.
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[[ -s $pidfile ]] && return 0
+		sleep 0.1
+	done
+	log "no pid file $pidfile 5s after start; see $logfile"
+	tail -n 40 "$logfile" >&2
+	exit 1
 }
 
 # wait_ready SERVICE SECONDS: poll <service>_ready until it succeeds; on timeout or when
@@ -235,7 +245,17 @@ rabbitmq_ready() {
 
 rabbitmq_start() {
 	rabbitmq_env
-	ERL_EPMD_ADDRESS=$HOST rabbitmq-server -detached >&2
+	# Each quorum queue holds files open, so the node needs more than the 1024 descriptors
+	# that Debian's wrapper leaves it (it switches user with su, whose PAM session resets
+	# the limit). As root, switch user with setpriv instead, which keeps the raised limit.
+	if [[ $(id -u) == 0 ]] && command -v setpriv >/dev/null && id rabbitmq >/dev/null 2>&1; then
+		(ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+			cd /var/lib/rabbitmq &&
+			HOME=/var/lib/rabbitmq exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \
+				rabbitmq-server -detached) >&2
+	else
+		rabbitmq-server -detached >&2
+	fi
 }
 
 rabbitmq_stop() {

@@ -1,0 +1,98 @@
+// Package kafkabroker is the Apache Kafka adapter, on segmentio/kafka-go.
+// Importing it registers the "kafka" URL scheme.
+//
+// A topic is a Kafka topic; a consumer group is a Kafka consumer group; a
+// message's Key is the record key, so one key stays on one partition; its ID
+// travels in the record header HeaderID, and its Headers in record headers.
+//
+// # URLs
+//
+//	kafka://host1:9092,host2:9092?<parameters>
+//
+// The host list gives the bootstrap brokers; a port left out means 9092.
+// Unknown parameters are an error. Publishers and consumers take:
+//
+//   - acks=all|leader|none (default all): Options.Acks.
+//   - batch_timeout=2ms, batch_size=1000, compression=none|gzip|snappy|lz4|zstd,
+//     publish_attempts=5, write_timeout=10s, max_message_size=1048588: the
+//     writer (Options fields of the same names).
+//   - create_topics=true&partitions=3&replication_factor=1: create missing
+//     topics (off by default: a missing topic is broker.ErrNotFound).
+//   - client_id, dial_timeout.
+//   - tls=true; tls_ca_file, tls_cert_file, tls_key_file (PEM files; any of
+//     them turns TLS on); tls_insecure_skip_verify=true (tests only).
+//   - sasl_mechanism=plain|scram-sha-256|scram-sha-512 with sasl_user and
+//     sasl_password, or with the credentials before the host
+//     (kafka://user:password@host:9092?sasl_mechanism=scram-sha-512). The
+//     password never appears in errors.
+//
+// Consumers also take the options of broker.ConsumerOptions (group,
+// concurrency, order_by_key, max_attempts, backoff_min, backoff_max,
+// drain_timeout, dead_letter_topic) and: initial_offset=earliest|latest,
+// group_id_verbatim=true, commit_interval=200ms, heartbeat_interval=1s,
+// session_timeout=10s, rebalance_timeout=15s, max_wait=500ms.
+//
+// # Delivery semantics
+//
+// Publish returns nil once the partition leader has the messages and, under
+// the default acks=all, every in-sync replica too. One Publish call is one
+// kafka-go WriteMessages: messages are spread over partitions by the murmur2
+// hash of their key, as the Java client's default partitioner does, so Java
+// and Go producers agree on a key's partition; unkeyed messages go to random
+// partitions. If some partitions accept their batch and others do not, the
+// error is a *broker.PublishError listing the failed messages. A message
+// too large for Options.MaxMessageSize is refused before anything is sent. A
+// Publish whose context ends early may still have its messages written.
+//
+// A consumer is a member of the Kafka consumer group "<group>/<topic>"
+// (Options.GroupIDVerbatim uses the group name alone): Kafka group ids span
+// topics, and one id per topic keeps a rebalance of one topic from pausing the
+// others. Members of a group share the topic's partitions; every group
+// receives every message (fan-out). A group that never committed starts at the
+// oldest retained message (Options.InitialOffset), so messages published
+// before the group's first run are delivered.
+//
+// Partitions are processed in parallel; with order_by_key, messages of one key
+// (so of one partition) are handled one at a time in offset order. A failed
+// message is retried in process after the backoff, its Attempt counted by the
+// consumer; after MaxAttempts it is published to the dead-letter topic
+// ("<topic>.dlq") and then counts as done. Kafka cannot hand one message back,
+// so a partition's committed offset never moves past a message still being
+// handled or retried: the consumer commits, per partition, the end of the
+// longest run of finished offsets, every commit_interval and on Close, in one
+// request for all partitions. Nothing that was not handled (or dead-lettered)
+// is ever committed.
+//
+// Messages can be delivered twice: what was handled after the last commit is
+// delivered again when a member stops abruptly, or when a rebalance moves a
+// partition to another member while it is in flight. A rebalance that
+// hands a partition back to the same member does not redeliver what that
+// member already finished or is still handling. Handlers should be idempotent
+// (see package idempotency); Message.ID is stable across redeliveries. Per-key
+// order holds within a member; while a rebalance moves a partition, the new
+// owner may start on a key's messages before the old owner's in-flight
+// handler for that key returned.
+//
+// A consumer reconnects by itself when the cluster restarts; Consume keeps
+// running and logs the outage. Stats reports, for a group, the lag (end
+// offset minus committed offset, summed over partitions) as Depth and Lag, this
+// consumer's unsettled deliveries as InFlight (-1 from a publisher, or for a
+// group this consumer is not in), the group's member count, and the number of
+// records retained in the dead-letter topic.
+//
+// Topics are not created implicitly: set create_topics, or create them with
+// Broker.CreateTopic or the cluster's tools, dead-letter topics included.
+// (kafka-go's consumer-group code asks for metadata in a way that lets a broker
+// with auto.create.topics.enable create a topic; the adapter checks that the
+// topic exists before it joins a group, so it never relies on that.)
+//
+// # As
+//
+// A received message's Native value is a kafka.Message (from
+// github.com/segmentio/kafka-go), with partition, offset and raw headers:
+//
+//	var km kafka.Message
+//	if m.As(&km) {
+//		log.Printf("partition %d offset %d", km.Partition, km.Offset)
+//	}
+package kafkabroker

@@ -1,0 +1,102 @@
+package kafkabroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/brokerkit/broker"
+	"github.com/segmentio/kafka-go"
+)
+
+func TestErrorTable(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		err  error
+		want error // nil: no sentinel
+	}{
+		{kafka.UnknownTopicOrPartition, broker.ErrNotFound},
+		{kafka.InvalidTopic, broker.ErrInvalidArgument},
+		{kafka.MessageSizeTooLarge, broker.ErrMessageTooLarge},
+		{kafka.RecordListTooLarge, broker.ErrMessageTooLarge},
+		{kafka.NotLeaderForPartition, broker.ErrUnavailable},
+		{kafka.LeaderNotAvailable, broker.ErrUnavailable},
+		{kafka.RequestTimedOut, broker.ErrUnavailable},
+		{kafka.NotEnoughReplicas, broker.ErrUnavailable},
+		{kafka.GroupCoordinatorNotAvailable, broker.ErrUnavailable},
+		{kafka.RebalanceInProgress, broker.ErrUnavailable},
+		{kafka.SASLAuthenticationFailed, broker.ErrPermissionDenied},
+		{kafka.TopicAuthorizationFailed, broker.ErrPermissionDenied},
+		{kafka.GroupAuthorizationFailed, broker.ErrPermissionDenied},
+		{kafka.UnsupportedSASLMechanism, broker.ErrUnsupported},
+		{kafka.MessageTooLargeError{}, broker.ErrMessageTooLarge},
+		{io.ErrClosedPipe, broker.ErrClosed},
+		{io.ErrUnexpectedEOF, broker.ErrUnavailable},
+		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), broker.ErrUnavailable},
+		{&net.OpError{Op: "dial", Err: errors.New("no route")}, broker.ErrUnavailable},
+		{kafka.InvalidProducerEpoch, nil},
+		{errors.New("something else"), nil},
+	} {
+		err := wrap(ctx, "publish \"t\"", c.err)
+		if c.want != nil && !errors.Is(err, c.want) {
+			t.Errorf("%v: wrapped = %v, want %v", c.err, err, c.want)
+		}
+		if c.want == nil && sentinel(c.err) != nil {
+			t.Errorf("%v: sentinel %v, want none", c.err, sentinel(c.err))
+		}
+		if !errors.Is(err, c.err) && !errors.As(err, new(kafka.MessageTooLargeError)) {
+			t.Errorf("%v: the native error is not reachable from %v", c.err, err)
+		}
+	}
+	var ke kafka.Error
+	if err := wrap(ctx, "op", kafka.TopicAuthorizationFailed); !errors.As(err, &ke) || ke != kafka.TopicAuthorizationFailed {
+		t.Errorf("errors.As to kafka.Error failed on %v", err)
+	}
+}
+
+func TestWrapContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := wrap(ctx, "op", fmt.Errorf("x: %w", context.Canceled)); err != context.Canceled {
+		t.Errorf("with the caller's context ended: %v, want context.Canceled unwrapped", err)
+	}
+	// kafka-go's own timeout while the caller still waits: the broker is slow.
+	err := wrap(context.Background(), "op", context.DeadlineExceeded)
+	if !errors.Is(err, broker.ErrUnavailable) {
+		t.Errorf("internal timeout: %v, want ErrUnavailable", err)
+	}
+	if wrap(context.Background(), "op", nil) != nil {
+		t.Error("wrap(nil) != nil")
+	}
+}
+
+func TestRecordSizeBound(t *testing.T) {
+	m := &broker.Message{ID: "0123456789", Key: "k", Body: make([]byte, 100), Headers: map[string]string{"a": "b", "cc": "dd"}}
+	km := toKafka("t", m, time.Time{})
+	// kafka-go's own estimate of the record is below our bound.
+	if n := recordSize(m); n < len(km.Key)+len(km.Value)+len(HeaderID)+len(m.ID)+6 {
+		t.Fatalf("recordSize %d is not an upper bound", n)
+	}
+	if km.Headers[0].Key != HeaderID || string(km.Headers[0].Value) != m.ID || len(km.Headers) != 3 {
+		t.Fatalf("headers = %v", km.Headers)
+	}
+	back := &broker.Message{}
+	fromKafka(back, kafka.Message{Topic: "t", Partition: 2, Offset: 9, Key: km.Key, Value: km.Value, Headers: km.Headers})
+	if back.ID != m.ID || back.Key != "k" || len(back.Headers) != 2 || back.Headers["cc"] != "dd" || back.Attempt != 1 {
+		t.Fatalf("round trip = %+v", back)
+	}
+	foreign := &broker.Message{}
+	fromKafka(foreign, kafka.Message{Topic: "t", Partition: 2, Offset: 9})
+	if foreign.ID != "t/2/9" || foreign.Key != "" || foreign.Headers != nil {
+		t.Fatalf("foreign record = %+v", foreign)
+	}
+	unkeyed := toKafka("t", &broker.Message{ID: "x"}, time.Time{})
+	if unkeyed.Key != nil {
+		t.Fatalf("an empty Key must be a null record key, got %q", unkeyed.Key)
+	}
+}

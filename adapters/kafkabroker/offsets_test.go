@@ -1,0 +1,161 @@
+package kafkabroker
+
+import (
+	"slices"
+	"testing"
+)
+
+// positions returns the committable position per partition.
+func positions(o *offsets) map[int]int64 {
+	out := map[int]int64{}
+	for _, m := range o.commits("t") {
+		out[m.Partition] = m.Offset + 1
+	}
+	return out
+}
+
+func trackAll(t *testing.T, o *offsets, partition int, offs ...int64) []*entry {
+	t.Helper()
+	var es []*entry
+	for _, off := range offs {
+		e := &entry{}
+		if !o.track(e, partition, off) {
+			t.Fatalf("offset %d of partition %d not delivered", off, partition)
+		}
+		es = append(es, e)
+	}
+	return es
+}
+
+func TestOffsetsCommitContiguousPrefix(t *testing.T) {
+	o := newOffsets()
+	es := trackAll(t, o, 0, 10, 11, 12, 13)
+	if got := positions(o); len(got) != 0 {
+		t.Fatalf("commits before any ack: %v", got)
+	}
+	es[1].finish(true)
+	es[3].finish(true)
+	if got := positions(o); len(got) != 0 {
+		t.Fatalf("commit past the unfinished offset 10: %v", got)
+	}
+	es[0].finish(true)
+	if got := positions(o)[0]; got != 12 {
+		t.Fatalf("position = %d, want 12 (offset 12 still running)", got)
+	}
+	es[2].finish(true)
+	msgs := o.commits("t")
+	if len(msgs) != 1 || msgs[0].Offset+1 != 14 {
+		t.Fatalf("commits = %+v, want position 14", msgs)
+	}
+	o.committed(msgs)
+	if got := o.commits("t"); len(got) != 0 {
+		t.Fatalf("commits after committing everything: %+v", got)
+	}
+}
+
+func TestOffsetsGapsAndPartitions(t *testing.T) {
+	o := newOffsets()
+	// Offsets need not be consecutive (compaction, transaction markers).
+	a := trackAll(t, o, 0, 5, 9, 20)
+	b := trackAll(t, o, 1, 0, 1)
+	for _, e := range append(a, b...) {
+		e.finish(true)
+	}
+	got := positions(o)
+	if got[0] != 21 || got[1] != 2 {
+		t.Fatalf("positions = %v, want 0:21 1:2", got)
+	}
+}
+
+func TestOffsetsReleasedBlocksCommit(t *testing.T) {
+	o := newOffsets()
+	es := trackAll(t, o, 0, 0, 1, 2)
+	es[0].finish(true)
+	es[1].finish(false) // handed back at shutdown
+	es[2].finish(true)
+	if got := positions(o)[0]; got != 1 {
+		t.Fatalf("position = %d, want 1: never past a released offset", got)
+	}
+}
+
+// A rebalance restarts a partition at its committed offset, behind what was
+// fetched: finished offsets are not delivered again, running ones finish with
+// their first delivery, and only the new epoch commits.
+func TestOffsetsRewindAfterRebalance(t *testing.T) {
+	o := newOffsets()
+	old := trackAll(t, o, 0, 0, 1, 2, 3, 4)
+	old[0].finish(true)
+	old[1].finish(true)
+	old[3].finish(true)
+	msgs := o.commits("t")
+	o.committed(msgs) // position 2
+	// Offset 2 and 4 are still running when the group restarts at 2.
+	var fresh []*entry
+	var delivered []int64
+	for off := int64(2); off <= 6; off++ {
+		e := &entry{}
+		deliver := o.track(e, 0, off)
+		fresh = append(fresh, e)
+		if deliver {
+			delivered = append(delivered, off)
+		}
+	}
+	if want := []int64{5, 6}; !slices.Equal(delivered, want) {
+		t.Fatalf("delivered %v after the rewind, want %v", delivered, want)
+	}
+	fresh[3].finish(true) // 5
+	fresh[4].finish(true) // 6
+	if got := positions(o); len(got) != 0 {
+		t.Fatalf("committed %v while offset 2 still runs", got)
+	}
+	old[2].finish(true) // 2 finishes: its twin in the new epoch too
+	if got := positions(o)[0]; got != 4 {
+		t.Fatalf("position = %d, want 4 (offset 4 still running)", got)
+	}
+	old[4].finish(true)
+	if got := positions(o)[0]; got != 7 {
+		t.Fatalf("position = %d, want 7", got)
+	}
+}
+
+func TestOffsetsRewindReleasedIsDelivered(t *testing.T) {
+	o := newOffsets()
+	old := trackAll(t, o, 0, 0, 1)
+	old[0].finish(false)
+	old[1].finish(true)
+	if !o.track(&entry{}, 0, 0) {
+		t.Fatal("an offset released before the rewind must be delivered again")
+	}
+	if o.track(&entry{}, 0, 1) {
+		t.Fatal("an offset finished before the rewind was delivered again")
+	}
+}
+
+func TestOffsetsForwardJump(t *testing.T) {
+	o := newOffsets()
+	es := trackAll(t, o, 0, 0, 1)
+	// Another member committed up to 50 while this one lost the partition.
+	jump := trackAll(t, o, 0, 50, 51)
+	for _, e := range append(jump, es...) {
+		e.finish(true)
+	}
+	if got := positions(o)[0]; got != 52 {
+		t.Fatalf("position = %d, want 52", got)
+	}
+}
+
+func TestOffsetsCompaction(t *testing.T) {
+	o := newOffsets()
+	for off := range int64(10_000) {
+		e := &entry{}
+		o.track(e, 0, off)
+		e.finish(true)
+	}
+	ep := o.parts[0]
+	if len(ep.pending) > 512 {
+		t.Fatalf("%d entries kept after all finished", len(ep.pending))
+	}
+	if ep.next != 10_000 {
+		t.Fatalf("next = %d", ep.next)
+	}
+}

@@ -1,0 +1,431 @@
+package kafkabroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/driver"
+	"github.com/segmentio/kafka-go"
+)
+
+const (
+	// joinGroupBackoff is the pause before rejoining the group after a failed
+	// join, for example while the broker restarts.
+	joinGroupBackoff = time.Second
+	// readerQueue is how many fetched messages a kafka-go Reader buffers ahead.
+	readerQueue = 256
+	// fetchMaxBytes bounds one partition fetch; the broker still returns a
+	// larger first batch, so a big message never blocks a partition.
+	fetchMaxBytes = 4 << 20
+	// commitTimeout bounds one commit request, and the final commit on Close.
+	commitTimeout = 10 * time.Second
+	// closeWait is how long Subscription.Close waits for the kafka-go Reader to
+	// leave the group before letting it finish in the background (a join in
+	// progress can hold it for RebalanceTimeout); Receiver.Close waits for it.
+	closeWait = 2 * time.Second
+)
+
+// groupID is the Kafka consumer group id of group on topic: "<group>/<topic>"
+// unless verbatim. Neither a Kafka topic name nor a ConsumerOptions.Group can
+// contain '/', so distinct (group, topic) pairs never share an id.
+func groupID(group, topic string, verbatim bool) string {
+	if verbatim {
+		return group
+	}
+	return group + "/" + topic
+}
+
+// receiver is the driver.Receiver: one kafka-go Reader per subscription.
+type receiver struct {
+	a    *admin
+	opts broker.ConsumerOptions
+
+	mu      sync.Mutex
+	subs    map[*subscription]struct{}
+	leaving sync.WaitGroup // Readers still leaving their group after Close
+}
+
+var (
+	_ driver.Receiver     = (*receiver)(nil)
+	_ driver.StatsReader  = (*receiver)(nil)
+	_ driver.Subscription = (*subscription)(nil)
+)
+
+func (r *receiver) Features() driver.Features {
+	return driver.Features{
+		Capabilities: broker.Capabilities{FanOut: true, OrderedByKey: true},
+		// A partition is a log: a message cannot be handed back alone. The
+		// consumer retries in process, and a message it never finished keeps
+		// the commit position below it.
+		NackRedelivers: false,
+	}
+}
+
+// Subscribe checks that topic exists (creating it and its dead-letter topic
+// under Options.CreateTopics), then joins the group in the background.
+func (r *receiver) Subscribe(ctx context.Context, topic string, cfg driver.SubscribeConfig) (driver.Subscription, error) {
+	if err := validateTopic(topic); err != nil {
+		return nil, err
+	}
+	co := cfg.Options
+	log := co.Logger.With("adapter", "kafka", "topic", topic, "group", co.Group)
+	dead := co.DeadLetterTopicFor(topic)
+	if err := r.a.ensure(ctx, topic); err != nil {
+		if !errors.Is(err, broker.ErrUnavailable) {
+			return nil, err
+		}
+		// The broker is down: the Reader joins once it is back.
+		log.Warn("kafka: cannot look up the topic; consuming anyway", "error", err)
+	} else if err := r.a.ensure(ctx, dead); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// Not fatal: dead-lettering retries until the topic exists. A
+		// dead-letter topic's own consumer seldom has one: less noise then.
+		level := slog.LevelWarn
+		if strings.HasSuffix(topic, ".dlq") {
+			level = slog.LevelInfo
+		}
+		log.Log(ctx, level, "kafka: the dead-letter topic is not available; dead-lettering will fail until it is",
+			"dead_letter_topic", dead, "error", err)
+	}
+	o := r.a.opts
+	gid := groupID(co.Group, topic, o.GroupIDVerbatim)
+	rc := kafka.ReaderConfig{
+		Brokers:                r.a.brokers,
+		GroupID:                gid,
+		Topic:                  topic,
+		Dialer:                 o.dialer(),
+		QueueCapacity:          readerQueue,
+		MinBytes:               1,
+		MaxBytes:               max(fetchMaxBytes, 2*o.MaxMessageSize),
+		MaxWait:                o.MaxWait,
+		ReadBatchTimeout:       10 * time.Second,
+		ReadLagInterval:        -1,
+		GroupBalancers:         []kafka.GroupBalancer{kafka.RangeGroupBalancer{}, kafka.RoundRobinGroupBalancer{}},
+		HeartbeatInterval:      o.HeartbeatInterval,
+		CommitInterval:         0, // synchronous: the subscription batches commits itself
+		PartitionWatchInterval: 5 * time.Second,
+		WatchPartitionChanges:  true,
+		SessionTimeout:         o.SessionTimeout,
+		RebalanceTimeout:       o.RebalanceTimeout,
+		JoinGroupBackoff:       joinGroupBackoff,
+		StartOffset:            o.InitialOffset.kafka(),
+		ReadBackoffMin:         100 * time.Millisecond,
+		ReadBackoffMax:         time.Second,
+		ErrorLogger:            debugLogger(log),
+		IsolationLevel:         kafka.ReadCommitted,
+		MaxAttempts:            3,
+	}
+	s := &subscription{
+		r:        r,
+		topic:    topic,
+		group:    co.Group,
+		reader:   kafka.NewReader(rc),
+		interval: o.CommitInterval,
+		log:      log,
+		offsets:  newOffsets(),
+		done:     make(chan struct{}),
+	}
+	s.loopCtx, s.stopLoop = context.WithCancel(context.Background())
+	r.mu.Lock()
+	r.subs[s] = struct{}{}
+	r.mu.Unlock()
+	go s.commitLoop()
+	return s, nil
+}
+
+// Close waits for the Readers of closed subscriptions to leave their groups.
+func (r *receiver) Close() error {
+	r.leaving.Wait()
+	r.a.release()
+	return nil
+}
+
+// Stats implements driver.StatsReader. InFlight counts this consumer's
+// unsettled deliveries of topic and group, or is -1 when it is not consuming
+// them: other members' are not visible.
+func (r *receiver) Stats(ctx context.Context, topic, group string) (broker.Stats, error) {
+	if group == "" {
+		group = r.opts.Group
+	}
+	inFlight, consuming := int64(0), false
+	r.mu.Lock()
+	for s := range r.subs {
+		if s.topic == topic && s.group == group {
+			inFlight += s.inFlight.Load()
+			consuming = true
+		}
+	}
+	r.mu.Unlock()
+	if !consuming {
+		inFlight = -1
+	}
+	return r.a.stats(ctx, topic, groupID(group, topic, r.a.opts.GroupIDVerbatim), r.opts.DeadLetterTopicFor(topic), inFlight)
+}
+
+// subscription is one topic for one group: a kafka-go Reader, which fetches
+// ahead into its queue, and a goroutine that commits on an interval.
+type subscription struct {
+	r        *receiver
+	topic    string
+	group    string
+	reader   *kafka.Reader
+	interval time.Duration
+	log      *slog.Logger
+
+	loopCtx  context.Context // ends when Close starts, cutting a commit in progress short
+	stopLoop context.CancelFunc
+	done     chan struct{} // closed when the commit loop ended
+
+	stash error // an error fetched behind messages, returned by the next Receive
+
+	mu       sync.Mutex // guards offsets
+	offsets  *offsets
+	inFlight atomic.Int64
+	failing  bool // the last commit failed; logged once per streak
+	closed   bool
+}
+
+// Receive fetches at least one message, and then as many more, up to max, as
+// the Reader holds already.
+func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery, error) {
+	if err := s.stash; err != nil {
+		s.stash = nil
+		return nil, s.receiveError(err)
+	}
+	batch := make([]kafka.Message, 0, max)
+	for {
+		m, err := s.reader.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, s.receiveError(err)
+		}
+		batch = append(batch, m)
+		for len(batch) < max {
+			// With a context that has ended, FetchMessage returns a message
+			// only if one is buffered already: it never waits.
+			m, err := s.reader.FetchMessage(ended)
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					s.stash = err
+				}
+				break
+			}
+			batch = append(batch, m)
+		}
+		if ds := s.deliveries(batch); len(ds) > 0 {
+			return ds, nil
+		}
+		if err := s.stash; err != nil {
+			s.stash = nil
+			return nil, s.receiveError(err)
+		}
+		batch = batch[:0] // all of them were handled before a rebalance: wait for more
+	}
+}
+
+// ended is a context that has ended.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// deliveries records batch in the offsets and returns the deliveries for the
+// messages not already handled or being handled.
+func (s *subscription) deliveries(batch []kafka.Message) []*driver.Delivery {
+	ds := make([]*driver.Delivery, 0, len(batch))
+	idx := make([]int, 0, len(batch))
+	s.mu.Lock()
+	for i := range batch {
+		r := new(received)
+		if s.offsets.track(&r.entry, batch[i].Partition, batch[i].Offset) {
+			r.delivery = driver.Delivery{Message: &r.msg, Handle: &r.entry}
+			ds = append(ds, &r.delivery)
+			idx = append(idx, i)
+		}
+	}
+	s.mu.Unlock()
+	for j, i := range idx {
+		fromKafka(ds[j].Message, batch[i])
+	}
+	s.inFlight.Add(int64(len(ds)))
+	return ds
+}
+
+// received is one delivered record, allocated at once: its offset entry, its
+// delivery and its message.
+type received struct {
+	entry    entry
+	delivery driver.Delivery
+	msg      broker.Message
+}
+
+// fromKafka fills m, a zero message, from a record; see toKafka.
+func fromKafka(m *broker.Message, km kafka.Message) {
+	m.Key = string(km.Key)
+	m.Body = km.Value
+	m.Topic = km.Topic
+	m.Attempt = 1
+	m.PublishedAt = km.Time
+	m.Native = km
+	for _, h := range km.Headers {
+		if h.Key == HeaderID {
+			m.ID = string(h.Value)
+			continue
+		}
+		if m.Headers == nil {
+			m.Headers = make(map[string]string, len(km.Headers))
+		}
+		m.Headers[h.Key] = string(h.Value)
+	}
+	if m.ID == "" {
+		m.ID = km.Topic + "/" + strconv.Itoa(km.Partition) + "/" + strconv.FormatInt(km.Offset, 10)
+	}
+}
+
+// receiveError classifies an error the Reader reported. The Reader keeps
+// reconnecting by itself, so anything not known to be permanent (denied
+// access, a deleted topic) is broker.ErrUnavailable: the consumer pauses and
+// receives again.
+func (s *subscription) receiveError(err error) error {
+	op := fmt.Sprintf("receive %q", s.topic)
+	switch sentinel(err) {
+	case broker.ErrPermissionDenied, broker.ErrNotFound, broker.ErrInvalidArgument, broker.ErrUnsupported:
+		return wrap(context.Background(), op, err)
+	}
+	return unavailable(op, err)
+}
+
+// Ack marks the delivery finished; the commit loop commits it with its
+// partition's finished prefix.
+func (s *subscription) Ack(ctx context.Context, d *driver.Delivery) error {
+	return s.settle(d, true)
+}
+
+// Nack marks the delivery as not finished: the commit position of its
+// partition stays below it, so the group receives it again after this member
+// stops or loses the partition. The consumer calls it only when it shuts down
+// (Features.NackRedelivers is false), so delay does not apply.
+func (s *subscription) Nack(ctx context.Context, d *driver.Delivery, delay time.Duration) error {
+	return s.settle(d, false)
+}
+
+func (s *subscription) settle(d *driver.Delivery, ok bool) error {
+	e, _ := d.Handle.(*entry)
+	if e == nil {
+		return fmt.Errorf("kafka: settle: delivery not from this adapter: %w", broker.ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	if e.state == running {
+		s.inFlight.Add(-1)
+	}
+	e.finish(ok)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *subscription) commitLoop() {
+	defer close(s.done)
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			_ = s.commit(s.loopCtx)
+		case <-s.loopCtx.Done():
+			return
+		}
+	}
+}
+
+// commit commits every partition whose finished prefix grew, in one request,
+// waiting at most commitTimeout. Between two generations of the group (a
+// rebalance, the broker restarting) it waits for the next one.
+func (s *subscription) commit(ctx context.Context) error {
+	s.mu.Lock()
+	msgs := s.offsets.commits(s.topic)
+	s.mu.Unlock()
+	if len(msgs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	err := s.reader.CommitMessages(ctx, msgs...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if s.loopCtx.Err() != nil {
+			return err // closing: Close commits again and returns its error
+		}
+		if !s.failing {
+			s.log.Warn("kafka: commit failed; retrying, messages may be redelivered if this member stops first", "error", err)
+		}
+		s.failing = true
+		return err
+	}
+	if s.failing {
+		s.log.Info("kafka: commits succeed again")
+	}
+	s.failing = false
+	s.offsets.committed(msgs)
+	return nil
+}
+
+// Close commits what was finished and leaves the group. Messages the Reader
+// fetched ahead, and deliveries not finished, come back to the group.
+func (s *subscription) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.stopLoop()
+	<-s.done
+	err := s.commit(context.Background())
+	if err != nil {
+		err = unavailable(fmt.Sprintf("final commit of %q", s.topic), err)
+	}
+	r := s.r
+	r.mu.Lock()
+	delete(r.subs, s)
+	r.mu.Unlock()
+	r.leaving.Add(1)
+	left := make(chan struct{})
+	go func() {
+		defer r.leaving.Done()
+		_ = s.reader.Close()
+		close(left)
+	}()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-left:
+	case <-t.C:
+		s.log.Debug("kafka: still leaving the group; finishing in the background")
+	}
+	return err
+}
+
+// debugLogger sends kafka-go's error log lines, mostly reconnect chatter, to
+// log at debug level.
+func debugLogger(log *slog.Logger) kafka.Logger {
+	return kafka.LoggerFunc(func(format string, args ...any) {
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			log.Debug("kafka-go: " + fmt.Sprintf(format, args...))
+		}
+	})
+}

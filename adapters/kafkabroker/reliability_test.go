@@ -1,0 +1,173 @@
+package kafkabroker_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/brokerkit/broker"
+)
+
+// brokersScript runs scripts/brokers.sh with args, for stopping and starting
+// the native Kafka.
+func brokersScript(t *testing.T, args ...string) error {
+	t.Helper()
+	cmd := exec.Command("bash", append([]string{filepath.Join("..", "..", "scripts", "brokers.sh")}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("brokers.sh %v: %v\n%s", args, err, out)
+	}
+	return nil
+}
+
+// TestReliabilityKafkaRestart publishes 20,000 messages over 4 partitions to a
+// group of two consumers, and stops and starts Kafka while they flow. Every
+// message must be handled; duplicates are counted, not failed.
+func TestReliabilityKafkaRestart(t *testing.T) {
+	if os.Getenv("BROKERKIT_RELIABILITY") != "1" {
+		t.Skip("set BROKERKIT_RELIABILITY=1 (make test-reliability): this test stops and starts Kafka")
+	}
+	if err := brokersScript(t, "status", "kafka"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but Kafka is not run by scripts/brokers.sh, so this test cannot restart it: %v", err)
+		}
+		t.Skipf("Kafka is not run by scripts/brokers.sh, so this test cannot restart it: %v", err)
+	}
+	const (
+		total     = 20_000
+		batchSize = 100
+		restartAt = 5_000
+		group     = "reliability"
+	)
+	b := newBroker(t, nil)
+	topic := newTopic(t, b, 4)
+	t.Cleanup(func() {
+		// Whatever happened, leave Kafka running for the next test.
+		if err := brokersScript(t, "up", "kafka"); err != nil {
+			t.Errorf("restarting Kafka: %v", err)
+		}
+	})
+
+	var (
+		mu      sync.Mutex
+		handled = map[string]int{}
+	)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var consumers sync.WaitGroup
+	for i := range 2 {
+		// Separate Brokers: separate connections, as two processes would have.
+		c, err := newBroker(t, nil).NewConsumer(&broker.ConsumerOptions{
+			Group: group, Concurrency: 8, Logger: log.With("consumer", i),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		consumers.Add(1)
+		go func() {
+			defer consumers.Done()
+			defer c.Close()
+			err := c.Consume(ctx, topic, func(ctx context.Context, m *broker.Message) error {
+				mu.Lock()
+				handled[m.ID]++
+				mu.Unlock()
+				return nil
+			})
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("consumer %d: Consume: %v", i, err)
+			}
+		}()
+	}
+
+	p := b.NewPublisher()
+	defer p.Close()
+	var published atomic.Int64
+	var publishErrors int
+	restarted := make(chan error, 1)
+	start := time.Now()
+	deadline := start.Add(5 * time.Minute)
+	for n := 0; n < total; n += batchSize {
+		batch := make([]*broker.Message, batchSize)
+		for i := range batch {
+			batch[i] = &broker.Message{ID: fmt.Sprintf("r-%05d", n+i), Key: fmt.Sprintf("k-%d", (n+i)%50), Body: []byte("payload")}
+		}
+		for {
+			if time.Now().After(deadline) {
+				t.Fatalf("published %d of %d before the deadline", n, total)
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+			err := p.Publish(pctx, topic, batch...)
+			pcancel()
+			if err == nil {
+				break
+			}
+			// A failed or partly failed batch is sent again whole: the
+			// messages that did land become duplicates, which is allowed.
+			publishErrors++
+			if !broker.IsRetryable(err) {
+				t.Fatalf("Publish: %v (not retryable)", err)
+			}
+			time.Sleep(200 * time.Millisecond) // pace the retries while Kafka is down
+		}
+		published.Add(batchSize)
+		if n+batchSize == restartAt {
+			go func() {
+				t.Logf("stopping Kafka after %d messages", restartAt)
+				err := brokersScript(t, "down", "kafka")
+				if err == nil {
+					t.Logf("Kafka stopped; starting it again")
+					err = brokersScript(t, "up", "kafka")
+				}
+				t.Logf("Kafka is back after %v (err %v)", time.Since(start), err)
+				restarted <- err
+			}()
+		}
+	}
+	if err := <-restarted; err != nil {
+		t.Fatalf("restarting Kafka: %v", err)
+	}
+	count := func() (unique, dups int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range handled {
+			dups += c - 1
+		}
+		return len(handled), dups
+	}
+	for {
+		if u, _ := count(); u >= total {
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	consumers.Wait()
+
+	unique, dups := count()
+	lost := 0
+	for i := range total {
+		if handled[fmt.Sprintf("r-%05d", i)] == 0 {
+			lost++
+		}
+	}
+	var dead int64
+	if st, err := b.NewPublisher().Stats(context.Background(), topic, group); err == nil {
+		dead = st.DeadLetters
+	}
+	t.Logf("published %d (%d publish errors retried), handled %d unique, duplicates %d, dead-lettered %d, lost %d, in %v",
+		published.Load(), publishErrors, unique, dups, dead, lost, time.Since(start).Round(time.Millisecond))
+	if lost != 0 {
+		t.Fatalf("%d messages lost", lost)
+	}
+}

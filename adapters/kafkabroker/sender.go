@@ -1,0 +1,231 @@
+package kafkabroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/driver"
+	"github.com/segmentio/kafka-go"
+)
+
+// HeaderID is the record header that carries broker.Message.ID, since a Kafka
+// record has no id field of its own. Publishers set it (a Headers entry of the
+// same name is dropped: the ID wins) and consumers strip it from Headers. A
+// record without it, published by another client, gets the ID
+// "<topic>/<partition>/<offset>", which is just as stable across redeliveries.
+const HeaderID = "x-message-id"
+
+// The record-batch framing around a message, used to refuse an oversized
+// message before anything is sent: the v2 batch header, and the upper bounds
+// of a record's fixed varint fields (length, attributes, timestamp and offset
+// deltas).
+const (
+	batchOverhead  = 61
+	recordOverhead = 5 + 1 + 10 + 5
+	// limitHeaders is how many short headers (names and values under 64
+	// bytes) MaxMessageSize leaves room for, beyond HeaderID.
+	limitHeaders = 32
+)
+
+// framingReserve is what MaxMessageSize keeps free of broker.Message.Size:
+// the batch and record framing, the key, value and header-count lengths at
+// their largest under a few MiB, HeaderID and its value's length, and two
+// length bytes for each of limitHeaders headers.
+const framingReserve = batchOverhead + recordOverhead + 4 + 4 + 2 + 1 + len(HeaderID) + 2 + 2*limitHeaders
+
+// varintLen is the size of n as a zig-zag varint, as record fields are encoded.
+func varintLen(n int) int {
+	u := uint64(n) << 1
+	if n < 0 {
+		u = ^u
+	}
+	size := 1
+	for u >= 0x80 {
+		u >>= 7
+		size++
+	}
+	return size
+}
+
+// recordSize is an upper bound of m's encoded size as a record, HeaderID
+// included; only the timestamp and offset deltas are not known exactly.
+func recordSize(m *broker.Message) int {
+	n := recordOverhead + varintLen(len(m.Body)) + len(m.Body) + varintLen(len(m.Headers)+1)
+	if m.Key == "" {
+		n += varintLen(-1) // a null key
+	} else {
+		n += varintLen(len(m.Key)) + len(m.Key)
+	}
+	n += varintLen(len(HeaderID)) + len(HeaderID) + varintLen(len(m.ID)) + len(m.ID)
+	for k, v := range m.Headers {
+		n += varintLen(len(k)) + len(k) + varintLen(len(v)) + len(v)
+	}
+	return n
+}
+
+// sender is the driver.Sender: one kafka-go Writer for every topic.
+type sender struct {
+	a     *admin
+	w     *kafka.Writer
+	limit int // Options.MaxMessageSize
+}
+
+var (
+	_ driver.Sender      = (*sender)(nil)
+	_ driver.StatsReader = (*sender)(nil)
+)
+
+// newSender returns a sender that holds a reference to a.
+func newSender(a *admin) *sender {
+	o := a.opts
+	w := &kafka.Writer{
+		Addr:                   a.addr,
+		Balancer:               &kafka.Murmur2Balancer{},
+		MaxAttempts:            o.PublishAttempts,
+		WriteBackoffMin:        100 * time.Millisecond,
+		WriteBackoffMax:        time.Second,
+		BatchSize:              o.BatchSize,
+		BatchBytes:             int64(o.MaxMessageSize - batchOverhead),
+		BatchTimeout:           o.BatchTimeout,
+		ReadTimeout:            o.WriteTimeout,
+		WriteTimeout:           o.WriteTimeout,
+		RequiredAcks:           o.Acks.required(),
+		Compression:            o.Compression,
+		Transport:              a.transport,
+		AllowAutoTopicCreation: false,
+	}
+	return &sender{a: a.retain(), w: w, limit: o.MaxMessageSize}
+}
+
+// MaxMessageSize is the largest broker.Message.Size that fits in a record
+// batch of Options.MaxMessageSize bytes with up to limitHeaders short headers.
+// Send checks the exact size of every message, so a message with more or
+// longer headers may be refused below it, also before anything is sent.
+func (s *sender) MaxMessageSize() int {
+	return s.limit - framingReserve
+}
+
+// Send writes msgs with one WriteMessages call and returns after the acks.
+func (s *sender) Send(ctx context.Context, topic string, msgs []*broker.Message) error {
+	if err := validateTopic(topic); err != nil {
+		return err
+	}
+	for i, m := range msgs {
+		if n := batchOverhead + recordSize(m); n > s.limit {
+			return fmt.Errorf("kafka: publish %q: message #%d (id %q) encodes to %d bytes with its %d headers, over the limit of %d: %w",
+				topic, i, m.ID, n, len(m.Headers), s.limit, broker.ErrMessageTooLarge)
+		}
+	}
+	if s.a.opts.CreateTopics {
+		if err := s.a.ensure(ctx, topic); err != nil {
+			return err
+		}
+	}
+	km := make([]kafka.Message, len(msgs))
+	now := time.Now()
+	for i, m := range msgs {
+		km[i] = toKafka(topic, m, now)
+	}
+	err := s.w.WriteMessages(ctx, km...)
+	if err != nil && errors.Is(err, kafka.UnknownTopicOrPartition) && !isWriteErrors(err) {
+		// The transport's metadata cache may predate the topic: ask the
+		// cluster, and retry once if the topic is there after all.
+		if s.retryUnknown(ctx, topic) {
+			err = s.w.WriteMessages(ctx, km...)
+		}
+	}
+	return s.result(ctx, topic, msgs, err)
+}
+
+func isWriteErrors(err error) bool {
+	var we kafka.WriteErrors
+	return errors.As(err, &we)
+}
+
+// retryUnknown reports whether topic exists after WriteMessages said it does
+// not, refreshing the transport's cache if so.
+func (s *sender) retryUnknown(ctx context.Context, topic string) bool {
+	found, err := s.a.freshTopics(ctx, topic)
+	if err != nil {
+		return false
+	}
+	if _, ok := found[topic]; !ok {
+		s.a.forget(topic)
+		return false
+	}
+	return s.a.refresh(ctx, topic) == nil
+}
+
+// result turns WriteMessages' error into the driver contract: nil, a context
+// error, one wrapped error when every message failed alike, or a
+// *broker.PublishError naming the failed messages.
+func (s *sender) result(ctx context.Context, topic string, msgs []*broker.Message, err error) error {
+	if err == nil {
+		return nil
+	}
+	op := fmt.Sprintf("publish %q", topic)
+	var we kafka.WriteErrors
+	if !errors.As(err, &we) || len(we) != len(msgs) {
+		if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			return fmt.Errorf("kafka: %s: topic does not exist (create it, or set create_topics=true): %w: %w", op, broker.ErrNotFound, err)
+		}
+		return wrap(ctx, op, err)
+	}
+	pe := &broker.PublishError{Topic: topic}
+	var first error
+	same := true
+	for i, e := range we {
+		if e == nil {
+			same = false
+			continue
+		}
+		if first == nil {
+			first = e
+		} else if e.Error() != first.Error() {
+			same = false
+		}
+		pe.Failed = append(pe.Failed, broker.FailedMessage{Index: i, ID: msgs[i].ID, Err: wrap(ctx, op, e)})
+	}
+	if same && first != nil {
+		return pe.Failed[0].Err
+	}
+	return pe
+}
+
+// toKafka maps m to a record: ID into HeaderID, Key into the record key (nil
+// when empty, so that the balancer spreads unkeyed messages), Headers into
+// record headers, and now as the record's timestamp.
+func toKafka(topic string, m *broker.Message, now time.Time) kafka.Message {
+	km := kafka.Message{Topic: topic, Value: m.Body, Time: now}
+	if m.Key != "" {
+		km.Key = []byte(m.Key)
+	}
+	km.Headers = make([]kafka.Header, 0, len(m.Headers)+1)
+	km.Headers = append(km.Headers, kafka.Header{Key: HeaderID, Value: []byte(m.ID)})
+	for k, v := range m.Headers {
+		if k == HeaderID {
+			continue
+		}
+		km.Headers = append(km.Headers, kafka.Header{Key: k, Value: []byte(v)})
+	}
+	return km
+}
+
+// Close flushes pending batches and releases the connections.
+func (s *sender) Close() error {
+	err := s.w.Close()
+	s.a.release()
+	return err
+}
+
+// Stats implements driver.StatsReader for publishers: the group's lag on
+// topic; InFlight is unknown (-1) from a publisher.
+func (s *sender) Stats(ctx context.Context, topic, group string) (broker.Stats, error) {
+	if group == "" {
+		group = broker.DefaultGroup
+	}
+	return s.a.stats(ctx, topic, groupID(group, topic, s.a.opts.GroupIDVerbatim), topic+".dlq", -1)
+}

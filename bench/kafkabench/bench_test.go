@@ -1,0 +1,409 @@
+package kafkabench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/adapters/kafkabroker"
+	"github.com/brokerkit/broker/conformance"
+	"github.com/brokerkit/broker/internal/testenv"
+)
+
+// The settings both sides share; the kafka-go values are the adapter's
+// defaults (kafkabroker.Default* and its Reader configuration).
+const (
+	bodySize   = 256
+	partitions = 3
+	batch      = 100 // messages per Publish / WriteMessages call
+	publishers = 8   // goroutines publishing at once
+	// consumeConcurrency is the library's handler concurrency in the second
+	// consume variant; the raw Reader loop handles one message at a time.
+	consumeConcurrency = 8
+)
+
+var body = make([]byte, bodySize)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type env struct {
+	brokers []string
+	kb      *kafkabroker.Broker
+}
+
+func setup(b *testing.B) *env {
+	brokers := testenv.KafkaBrokers(b)
+	kb, err := kafkabroker.New(brokers, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &env{brokers: brokers, kb: kb}
+}
+
+// topic creates a fresh topic (and its dead-letter topic) and deletes them
+// after the benchmark.
+func (e *env) topic(b *testing.B) string {
+	topic := conformance.RandomName("bench")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.kb.CreateTopic(ctx, topic, partitions); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		tr := &kafka.Transport{}
+		defer tr.CloseIdleConnections()
+		c := &kafka.Client{Addr: kafka.TCP(e.brokers...), Transport: tr}
+		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic, topic + ".dlq"}})
+	})
+	return topic
+}
+
+// rawWriter is a kafka-go Writer configured as the adapter configures its own.
+func (e *env) rawWriter() *kafka.Writer {
+	return &kafka.Writer{
+		Addr:            kafka.TCP(e.brokers...),
+		Balancer:        &kafka.Murmur2Balancer{},
+		MaxAttempts:     kafkabroker.DefaultPublishAttempts,
+		WriteBackoffMin: 100 * time.Millisecond,
+		WriteBackoffMax: time.Second,
+		BatchSize:       kafkabroker.DefaultBatchSize,
+		BatchBytes:      kafkabroker.DefaultMaxMessageSize - 61,
+		BatchTimeout:    kafkabroker.DefaultBatchTimeout,
+		ReadTimeout:     kafkabroker.DefaultWriteTimeout,
+		WriteTimeout:    kafkabroker.DefaultWriteTimeout,
+		RequiredAcks:    kafka.RequireAll,
+		Transport:       &kafka.Transport{ClientID: kafkabroker.DefaultClientID, DialTimeout: kafkabroker.DefaultDialTimeout},
+	}
+}
+
+// rawReader is a kafka-go consumer-group Reader configured as the adapter
+// configures its own, except that kafka-go commits on its own 200 ms interval
+// where the adapter commits its finished prefix on the same interval.
+func (e *env) rawReader(topic, group string) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:                e.brokers,
+		GroupID:                group + "/" + topic,
+		Topic:                  topic,
+		Dialer:                 &kafka.Dialer{ClientID: kafkabroker.DefaultClientID, Timeout: kafkabroker.DefaultDialTimeout, DualStack: true},
+		QueueCapacity:          256,
+		MinBytes:               1,
+		MaxBytes:               4 << 20,
+		MaxWait:                kafkabroker.DefaultMaxWait,
+		ReadBatchTimeout:       10 * time.Second,
+		ReadLagInterval:        -1,
+		GroupBalancers:         []kafka.GroupBalancer{kafka.RangeGroupBalancer{}, kafka.RoundRobinGroupBalancer{}},
+		HeartbeatInterval:      kafkabroker.DefaultHeartbeatInterval,
+		CommitInterval:         kafkabroker.DefaultCommitInterval,
+		PartitionWatchInterval: 5 * time.Second,
+		WatchPartitionChanges:  true,
+		SessionTimeout:         kafkabroker.DefaultSessionTimeout,
+		RebalanceTimeout:       kafkabroker.DefaultRebalanceTimeout,
+		JoinGroupBackoff:       time.Second,
+		StartOffset:            kafka.FirstOffset,
+		ReadBackoffMin:         100 * time.Millisecond,
+		ReadBackoffMax:         time.Second,
+		IsolationLevel:         kafka.ReadCommitted,
+		MaxAttempts:            3,
+	})
+}
+
+// publishN publishes n messages with `publishers` goroutines, each sending
+// batches of `batch`, through send.
+func publishN(b *testing.B, n int, send func(ctx context.Context, k int) error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				start := int(next.Add(batch)) - batch
+				if start >= n {
+					return
+				}
+				if err := send(context.Background(), min(batch, n-start)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func libraryBatch(k int) []*broker.Message {
+	ms := make([]*broker.Message, k)
+	for i := range ms {
+		ms[i] = &broker.Message{Body: body}
+	}
+	return ms
+}
+
+func rawBatch(topic string, k int) []kafka.Message {
+	ms := make([]kafka.Message, k)
+	for i := range ms {
+		ms[i] = kafka.Message{Topic: topic, Value: body}
+	}
+	return ms
+}
+
+// rawBatchWithID is rawBatch with the records the library writes: a message
+// id in a header (and the record timestamp set by the client).
+func rawBatchWithID(topic string, k int) []kafka.Message {
+	ms := make([]kafka.Message, k)
+	now := time.Now()
+	for i := range ms {
+		ms[i] = kafka.Message{Topic: topic, Value: body, Time: now,
+			Headers: []kafka.Header{{Key: kafkabroker.HeaderID, Value: []byte(broker.NewID())}}}
+	}
+	return ms
+}
+
+// BenchmarkPublish: 8 goroutines publishing 100-message batches, acks=all.
+// "raw" writes bare 256-byte records; "raw-id" writes the records the library
+// writes (the same body plus a 26-byte message id in a header).
+func BenchmarkPublish(b *testing.B) {
+	e := setup(b)
+	b.Run("library", func(b *testing.B) {
+		topic := e.topic(b)
+		p := e.kb.NewPublisher()
+		defer p.Close()
+		b.ResetTimer()
+		publishN(b, b.N, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+	for _, raw := range []struct {
+		name  string
+		batch func(topic string, k int) []kafka.Message
+	}{{"raw", rawBatch}, {"raw-id", rawBatchWithID}} {
+		b.Run(raw.name, func(b *testing.B) {
+			topic := e.topic(b)
+			w := e.rawWriter()
+			defer w.Close()
+			b.ResetTimer()
+			publishN(b, b.N, func(ctx context.Context, k int) error { return w.WriteMessages(ctx, raw.batch(topic, k)...) })
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkPublishOne: one message per synchronous call, one at a time: the
+// latency of a lone Publish. raw-default is a kafka-go Writer with only Addr
+// (and a transport) set: its 1 s BatchTimeout (and acks=none) is what the
+// adapter's explicit configuration avoids.
+func BenchmarkPublishOne(b *testing.B) {
+	e := setup(b)
+	b.Run("library", func(b *testing.B) {
+		topic := e.topic(b)
+		p := e.kb.NewPublisher()
+		defer p.Close()
+		b.ResetTimer()
+		for b.Loop() {
+			if err := p.Publish(context.Background(), topic, &broker.Message{Body: body}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, raw := range []struct {
+		name string
+		w    func() *kafka.Writer
+	}{
+		{"raw", e.rawWriter},
+		// Its own transport: kafka-go's shared DefaultTransport caches metadata
+		// for 6 s, so it would not see this run's new topic (the adapter
+		// refreshes its cache when a topic it does not know turns out to exist).
+		{"raw-default", func() *kafka.Writer {
+			return &kafka.Writer{Addr: kafka.TCP(e.brokers...), Transport: &kafka.Transport{}}
+		}},
+	} {
+		b.Run(raw.name, func(b *testing.B) {
+			topic := e.topic(b)
+			w := raw.w()
+			defer w.Close()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := w.WriteMessages(context.Background(), kafka.Message{Topic: topic, Value: body}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// counter counts handled messages and notes when the first and the n-th
+// arrived.
+type counter struct {
+	n           int64
+	seen        atomic.Int64
+	first, last atomic.Int64 // UnixNano
+	done        chan struct{}
+}
+
+func newCounter(n int) *counter { return &counter{n: int64(n), done: make(chan struct{})} }
+
+func (c *counter) add() {
+	k := c.seen.Add(1)
+	if k == 1 {
+		c.first.Store(time.Now().UnixNano())
+	}
+	if k == c.n {
+		c.last.Store(time.Now().UnixNano())
+		close(c.done)
+	}
+}
+
+// rate is messages per second between the first and the last message, so that
+// joining the group does not count.
+func (c *counter) rate() float64 {
+	d := time.Duration(c.last.Load() - c.first.Load())
+	if d <= 0 {
+		return 0
+	}
+	return float64(c.n-1) / d.Seconds()
+}
+
+func (c *counter) wait(b *testing.B) {
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("consumed %d of %d", c.seen.Load(), c.n)
+	}
+}
+
+// BenchmarkConsume: b.N messages already in the topic, consumed by one group
+// member that commits as it goes: "library" with the default Concurrency 1,
+// "library-c8" with 8 handlers, "raw" a FetchMessage/CommitMessages loop.
+// msgs/s runs from the first message to the last, leaving out the group join.
+func BenchmarkConsume(b *testing.B) {
+	e := setup(b)
+	prefill := func(b *testing.B) string {
+		topic := e.topic(b)
+		p := e.kb.NewPublisher()
+		defer p.Close()
+		publishN(b, b.N, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
+		return topic
+	}
+	for _, conc := range []int{1, consumeConcurrency} {
+		name := "library"
+		if conc > 1 {
+			name = fmt.Sprintf("library-c%d", conc)
+		}
+		b.Run(name, func(b *testing.B) {
+			topic := prefill(b)
+			c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: conformance.RandomName("g"), Concurrency: conc})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			cnt := newCounter(b.N)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			b.ResetTimer()
+			go func() {
+				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
+			}()
+			cnt.wait(b)
+			b.ReportMetric(cnt.rate(), "msgs/s")
+		})
+	}
+	b.Run("raw", func(b *testing.B) {
+		topic := prefill(b)
+		r := e.rawReader(topic, conformance.RandomName("g"))
+		defer r.Close()
+		cnt := newCounter(b.N)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		b.ResetTimer()
+		go rawConsume(ctx, r, cnt)
+		cnt.wait(b)
+		b.ReportMetric(cnt.rate(), "msgs/s")
+	})
+}
+
+func rawConsume(ctx context.Context, r *kafka.Reader, cnt *counter) {
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return
+		}
+		cnt.add()
+		if err := r.CommitMessages(ctx, m); err != nil {
+			return
+		}
+	}
+}
+
+// BenchmarkEndToEnd: a member joined to its group first (a warm-up message
+// went through), then b.N messages published by 8 goroutines and consumed by
+// that member; the time runs from the first publish to the last message
+// handled.
+func BenchmarkEndToEnd(b *testing.B) {
+	e := setup(b)
+	b.Run("library", func(b *testing.B) {
+		topic := e.topic(b)
+		p := e.kb.NewPublisher()
+		defer p.Close()
+		c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: conformance.RandomName("g")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		warm, cnt := newCounter(1), newCounter(b.N)
+		var warmed atomic.Bool
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error {
+				if warmed.CompareAndSwap(false, true) {
+					warm.add()
+					return nil
+				}
+				cnt.add()
+				return nil
+			})
+		}()
+		if err := p.Publish(ctx, topic, &broker.Message{Body: body}); err != nil {
+			b.Fatal(err)
+		}
+		warm.wait(b)
+		b.ResetTimer()
+		publishN(b, b.N, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
+		cnt.wait(b)
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+	b.Run("raw", func(b *testing.B) {
+		topic := e.topic(b)
+		w := e.rawWriter()
+		defer w.Close()
+		r := e.rawReader(topic, conformance.RandomName("g"))
+		defer r.Close()
+		warm, cnt := newCounter(1), newCounter(b.N)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				return
+			}
+			warm.add()
+			_ = r.CommitMessages(ctx, m)
+			rawConsume(ctx, r, cnt)
+		}()
+		if err := w.WriteMessages(ctx, kafka.Message{Topic: topic, Value: body}); err != nil {
+			b.Fatal(err)
+		}
+		warm.wait(b)
+		b.ResetTimer()
+		publishN(b, b.N, func(ctx context.Context, k int) error { return w.WriteMessages(ctx, rawBatch(topic, k)...) })
+		cnt.wait(b)
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}

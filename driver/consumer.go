@@ -81,6 +81,9 @@ func (c *Consumer) Consume(ctx context.Context, topic string, h broker.Handler) 
 		return err
 	}
 	prefetch := 2 * c.opts.Concurrency
+	if c.feats.Buffered > prefetch {
+		prefetch = c.feats.Buffered
+	}
 	sub, err := c.r.Subscribe(ctx, topic, SubscribeConfig{Options: c.opts, Prefetch: prefetch})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -95,7 +98,8 @@ func (c *Consumer) Consume(ctx context.Context, topic string, h broker.Handler) 
 		h:       h,
 		log:     c.opts.Logger.With("adapter", c.name, "topic", topic, "group", c.opts.Group),
 		bg:      context.WithoutCancel(ctx),
-		slots:   make(chan struct{}, prefetch),
+		settle:  newSettleContexts(context.WithoutCancel(ctx), settleTimeout),
+		window:  newWindow(prefetch),
 		queue:   make(chan *Delivery, prefetch),
 		workers: make(chan struct{}, c.opts.Concurrency),
 		keys:    map[string][]*Delivery{},
@@ -134,19 +138,20 @@ func (c *Consumer) Stats(ctx context.Context, topic, group string) (broker.Stats
 
 // run is one Consume call.
 type run struct {
-	c     *Consumer
-	topic string
-	sub   Subscription
-	h     broker.Handler
-	log   *slog.Logger
-	bg    context.Context // for settling after ctx ended
+	c      *Consumer
+	topic  string
+	sub    Subscription
+	h      broker.Handler
+	log    *slog.Logger
+	bg     context.Context // for settling after ctx ended
+	settle *settleContexts // deadlines for Ack and Nack
 
 	fetchCtx       context.Context // ends on Close or when the Consume ctx ends
 	stopFetch      context.CancelFunc
 	handlerCtx     context.Context // ends when the Consume ctx ends or draining timed out
 	cancelHandlers context.CancelFunc
 
-	slots   chan struct{}  // one per delivery held (prefetch window)
+	window  *window        // deliveries held, at most prefetch
 	queue   chan *Delivery // unordered deliveries waiting for a worker
 	workers chan struct{}  // one per running handler (concurrency)
 	wg      sync.WaitGroup
@@ -156,12 +161,33 @@ type run struct {
 }
 
 func (r *run) loop(ctx context.Context) error {
-	r.startWorkers()
+	// With one handler at a time, no per-key ordering, and a receiver that
+	// fetches ahead by itself, the fetch loop runs the handler itself: a
+	// worker goroutine would add a hand-off per message and overlap nothing.
+	inline := r.c.opts.Concurrency == 1 && !r.c.opts.OrderByKey && r.c.feats.Buffered > 0
+	if !inline {
+		r.startWorkers()
+	}
+	loopDone := make(chan struct{})
+	defer close(loopDone)
 	go func() {
 		select {
 		case <-r.c.closing:
 			r.stopFetch()
 		case <-r.fetchCtx.Done():
+			return
+		}
+		if !inline {
+			return // drain bounds the workers
+		}
+		// The handler runs in the loop: bound it from here.
+		t := time.NewTimer(r.c.opts.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			r.log.Warn("broker: drain timeout; cancelling in-flight handlers", "timeout", r.c.opts.DrainTimeout)
+			r.cancelHandlers()
+		case <-loopDone:
 		}
 	}()
 
@@ -169,27 +195,18 @@ func (r *run) loop(ctx context.Context) error {
 	pause := time.Duration(0)
 fetch:
 	for {
-		select {
-		case r.slots <- struct{}{}:
-		case <-r.fetchCtx.Done():
+		n, ok := r.window.room(r.fetchCtx)
+		if !ok {
 			break fetch
 		}
-		n := 1
-	more:
-		for n < cap(r.slots) {
-			select {
-			case r.slots <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
 		ds, err := r.sub.Receive(r.fetchCtx, n)
-		for range n - len(ds) {
-			<-r.slots
-		}
+		r.window.hold(len(ds))
 		for _, d := range ds {
-			r.dispatch(d)
+			if inline {
+				r.process(d)
+			} else {
+				r.dispatch(d)
+			}
 		}
 		switch {
 		case err == nil:
@@ -213,6 +230,7 @@ fetch:
 	if err := r.sub.Close(); err != nil {
 		r.log.Error("broker: closing subscription failed; unacknowledged messages will be redelivered", "error", err)
 	}
+	r.settle.stop()
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -287,7 +305,7 @@ func (r *run) dispatch(d *Delivery) {
 // process runs the handler for d until d is settled: acknowledged,
 // dead-lettered, handed back for redelivery, or released at shutdown.
 func (r *run) process(d *Delivery) {
-	defer func() { <-r.slots }()
+	defer r.window.release()
 	m := d.Message
 	if m.Attempt < 1 {
 		m.Attempt = 1
@@ -391,17 +409,13 @@ func (r *run) deadLetter(d *Delivery, cause error, first, last time.Time, inProc
 }
 
 func (r *run) ack(d *Delivery) {
-	ctx, cancel := context.WithTimeout(r.bg, settleTimeout)
-	defer cancel()
-	if err := r.sub.Ack(ctx, d); err != nil {
+	if err := r.sub.Ack(r.settle.get(), d); err != nil {
 		r.log.Warn("broker: ack failed; the message will be redelivered", "id", d.Message.ID, "error", err)
 	}
 }
 
 func (r *run) nack(d *Delivery, delay time.Duration) {
-	ctx, cancel := context.WithTimeout(r.bg, settleTimeout)
-	defer cancel()
-	if err := r.sub.Nack(ctx, d, delay); err != nil {
+	if err := r.sub.Nack(r.settle.get(), d, delay); err != nil {
 		r.log.Warn("broker: nack failed; the message will be redelivered when its lease ends", "id", d.Message.ID, "error", err)
 	}
 }

@@ -39,6 +39,14 @@ type Features struct {
 	// false (Kafka: a partition is a log), the consumer retries a failed message
 	// in process and calls Nack only when it shuts down.
 	NackRedelivers bool
+	// Buffered is how many messages the receiver already holds in memory
+	// ahead of Receive, fetched in the background whatever the consumer does
+	// (kafka-go's reader queue). The consumer may then hold up to that many
+	// deliveries instead of twice its concurrency without taking work from other
+	// members, and hands them to its handlers with fewer goroutine switches.
+	// Zero means the receiver fetches on demand: Prefetch is the broker-side
+	// window, and the consumer keeps it small so competing consumers share.
+	Buffered int
 }
 
 // Receiver is the consuming half of a broker adapter.

@@ -66,6 +66,9 @@ func (r *receiver) Features() driver.Features {
 		// consumer retries in process, and a message it never finished keeps
 		// the commit position below it.
 		NackRedelivers: false,
+		// The Reader fetches ahead into its queue whatever the consumer does;
+		// partitions, not the consumer's window, decide who gets what.
+		Buffered: readerQueue,
 	}
 }
 
@@ -186,7 +189,8 @@ type subscription struct {
 	stopLoop context.CancelFunc
 	done     chan struct{} // closed when the commit loop ended
 
-	stash error // an error fetched behind messages, returned by the next Receive
+	stash error           // an error fetched behind messages, returned by the next Receive
+	buf   []kafka.Message // Receive's batch, reused
 
 	mu       sync.Mutex // guards offsets
 	offsets  *offsets
@@ -202,7 +206,13 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 		s.stash = nil
 		return nil, s.receiveError(err)
 	}
-	batch := make([]kafka.Message, 0, max)
+	// Receive is called by one goroutine at a time, and deliveries copies
+	// what it keeps, so one buffer serves every call.
+	batch := s.buf[:0]
+	defer func() {
+		clear(batch) // keep no record's memory alive
+		s.buf = batch[:0]
+	}()
 	for {
 		m, err := s.reader.FetchMessage(ctx)
 		if err != nil {
@@ -231,6 +241,7 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 			s.stash = nil
 			return nil, s.receiveError(err)
 		}
+		clear(batch)
 		batch = batch[:0] // all of them were handled before a rebalance: wait for more
 	}
 }

@@ -154,6 +154,14 @@ type ConsumerOptions struct {
 	// DeadLetterTopic is where exhausted and permanently failed messages go.
 	// Empty means "<topic>.dlq".
 	DeadLetterTopic string
+	// DeadLetterIf decides whether a message that failed its last attempt, or
+	// failed with a Permanent error, goes to the dead-letter topic. A message
+	// it keeps is not dropped: it is redelivered after the backoff, attempt
+	// after attempt, until it succeeds or DeadLetterIf lets it go. Use it for
+	// failures that are no message's fault, such as a downstream outage. Nil
+	// dead-letters every such message. (RabbitMQ's delivery_limit still
+	// applies there: see the adapter.)
+	DeadLetterIf func(m *Message, err error) bool
 	// DrainTimeout bounds how long Close waits for in-flight handlers before
 	// cancelling their context. Zero means 30s.
 	DrainTimeout time.Duration
@@ -191,7 +199,8 @@ type Stats struct {
 // StatsReader is implemented by consumers (and some publishers) that can report
 // queue depth and lag. Callers type-assert for it.
 type StatsReader interface {
-	// Stats reports the figures for topic and group; group "" means DefaultGroup.
+	// Stats reports the figures for topic and group. Group "" means the
+	// consumer's own group when a Consumer is asked, DefaultGroup otherwise.
 	Stats(ctx context.Context, topic, group string) (Stats, error)
 }
 

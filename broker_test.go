@@ -40,7 +40,9 @@ func TestNewIDSortableAndUnique(t *testing.T) {
 type nopOpener struct{}
 
 func (nopOpener) OpenPublisher(context.Context, *url.URL) (broker.Publisher, error) { return nil, nil }
-func (nopOpener) OpenConsumer(context.Context, *url.URL) (broker.Consumer, error)   { return nil, nil }
+func (nopOpener) OpenConsumer(context.Context, *url.URL, broker.ConsumerOptions) (broker.Consumer, error) {
+	return nil, nil
+}
 
 var registerOnce sync.Once
 
@@ -93,6 +95,8 @@ func TestRedact(t *testing.T) {
 		"sqs://?region=eu-west-1":                  "sqs://?region=eu-west-1",
 		"amqp://u:p%zz@host/":                      "amqp://xxxxx@host/",
 		"postgres://u:pw@h/db?sslmode=disable&x=y": "postgres://u:xxxxx@h/db?sslmode=disable&x=y",
+		"sqs://q?endpoint=http://ak:sk@h:9324":     "sqs://q?endpoint=http%3A%2F%2Fak%3Axxxxx%40h%3A9324",
+		"sqs://q?endpoint=http://h:9324":           "sqs://q?endpoint=http://h:9324",
 	} {
 		if got := broker.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)

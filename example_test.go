@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/brokerkit/broker"
 	_ "github.com/brokerkit/broker/adapters/membroker" // registers mem://
@@ -94,4 +95,25 @@ func ExampleChain() {
 	// handle x
 	// leave inner
 	// leave outer
+}
+
+// Code gives what a URL cannot (a logger, a backoff, a dead-letter filter);
+// the URL still has the last word on what it sets.
+func ExampleOpenConsumerWith() {
+	errOutage := errors.New("mail server down")
+	base := broker.ConsumerOptions{
+		Concurrency: 4,
+		Backoff:     broker.ExponentialBackoff(time.Second, time.Minute),
+		// An outage is nobody's message's fault: keep retrying those.
+		DeadLetterIf: func(_ *broker.Message, err error) bool { return !errors.Is(err, errOutage) },
+	}
+	c, err := broker.OpenConsumerWith(context.Background(), "mem://example-with?concurrency=16&group=mailer", base)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	o := c.(interface{ Options() broker.ConsumerOptions }).Options()
+	fmt.Println(o.Group, o.Concurrency, o.DeadLetterIf != nil)
+	// Output: mailer 16 true
 }

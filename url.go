@@ -20,9 +20,10 @@ type Opener interface {
 	// OpenPublisher opens a publisher for u. It must reject query parameters it
 	// does not know with an error wrapping ErrInvalidArgument.
 	OpenPublisher(ctx context.Context, u *url.URL) (Publisher, error)
-	// OpenConsumer opens a consumer for u; the common ConsumerOptions come from
-	// the query (see ConsumerOptions) beside the adapter's own parameters.
-	OpenConsumer(ctx context.Context, u *url.URL) (Consumer, error)
+	// OpenConsumer opens a consumer for u with base as its options, each one
+	// the query sets (see ConsumerOptions) replacing base's, beside the
+	// adapter's own parameters.
+	OpenConsumer(ctx context.Context, u *url.URL, base ConsumerOptions) (Consumer, error)
 }
 
 // registry is the package's only global state: URL scheme -> Opener.
@@ -72,13 +73,22 @@ func OpenPublisher(ctx context.Context, rawURL string) (Publisher, error) {
 	return o.OpenPublisher(ctx, u)
 }
 
-// OpenConsumer opens a Consumer for rawURL; see OpenPublisher.
+// OpenConsumer opens a Consumer for rawURL, with the ConsumerOptions its query
+// sets; see OpenPublisher.
 func OpenConsumer(ctx context.Context, rawURL string) (Consumer, error) {
+	return OpenConsumerWith(ctx, rawURL, ConsumerOptions{})
+}
+
+// OpenConsumerWith opens a Consumer for rawURL with base as its options: the
+// settings only code can give (Logger, Backoff, DeadLetterIf) and defaults
+// for the rest. Each option the URL's query sets replaces base's, so that
+// operators keep the last word through configuration.
+func OpenConsumerWith(ctx context.Context, rawURL string, base ConsumerOptions) (Consumer, error) {
 	o, u, err := lookup(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	return o.OpenConsumer(ctx, u)
+	return o.OpenConsumer(ctx, u, base)
 }
 
 // URLFromEnv returns the value of the BROKER_URL environment variable, or
@@ -130,11 +140,22 @@ func Redact(rawURL string) string {
 	}
 	q := u.Query()
 	masked := false
-	for k := range q {
+	for k, vs := range q {
 		lk := strings.ToLower(k)
 		if strings.Contains(lk, "secret") || strings.Contains(lk, "password") || strings.Contains(lk, "token") || strings.Contains(lk, "sasl_pass") {
 			q.Set(k, "xxxxx")
 			masked = true
+			continue
+		}
+		// A parameter whose value is a URL (endpoint=http://user:pw@host)
+		// carries its own credentials.
+		for i, v := range vs {
+			if strings.Contains(v, "@") && strings.Contains(v, "://") {
+				if r := Redact(v); r != v {
+					vs[i] = r
+					masked = true
+				}
+			}
 		}
 	}
 	if !masked && u.User == nil {

@@ -65,6 +65,7 @@ var cases = []testCase{
 	{name: "StatsDepth", run: testStatsDepth},
 	{name: "DeadLetterAfterMaxAttempts", run: testDeadLetterExhausted},
 	{name: "PermanentErrorDeadLettersAtOnce", run: testDeadLetterPermanent},
+	{name: "DeadLetterIfKeepsRetrying", run: testDeadLetterIf},
 	{name: "RetryDelaysFollowBackoff", run: testRetryDelays},
 	{name: "ConcurrentDuplicateRunsSideEffectOnce", run: testConcurrentDuplicate},
 	{name: "RedriveRoundTrip", run: testRedriveRoundTrip},

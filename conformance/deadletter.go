@@ -96,6 +96,46 @@ func testDeadLetterPermanent(t *testing.T, h Harness) {
 	}
 }
 
+// testDeadLetterIf: a failure DeadLetterIf refuses to park keeps the message
+// retrying past MaxAttempts, and out of the dead-letter topic, until it
+// succeeds; other failures still go there.
+func testDeadLetterIf(t *testing.T, h Harness) {
+	topic := h.topic(t)
+	p := h.publisher(t)
+	outage := errors.New("downstream unavailable")
+	flaky := &broker.Message{Body: []byte("waits out an outage")}
+	bad := &broker.Message{Body: []byte("bad input")}
+	publish(t, h, p, topic, flaky, bad)
+	var flakyAttempts atomic.Int64
+	done := make(chan int, 1)
+	o := opts("")
+	o.MaxAttempts = 2
+	o.Backoff = broker.ConstantBackoff(50 * time.Millisecond)
+	o.DeadLetterIf = func(_ *broker.Message, err error) bool { return !errors.Is(err, outage) }
+	consume(t, h.consumer(t, o), topic, func(ctx context.Context, m *broker.Message) error {
+		if m.ID == bad.ID {
+			return errors.New("invalid")
+		}
+		if n := flakyAttempts.Add(1); n <= 4 {
+			return fmt.Errorf("attempt %d: %w", n, outage)
+		}
+		select {
+		case done <- m.Attempt:
+		default:
+		}
+		return nil
+	})
+	dead := dlqRecorder(t, h, topic)
+	eventually(t, h, "the message kept from the dead-letter topic to succeed", func() bool { return len(done) > 0 })
+	if a := <-done; a != 5 {
+		t.Errorf("the kept message succeeded at Attempt %d, want 5 (4 failures past MaxAttempts 2)", a)
+	}
+	eventually(t, h, "the other failure in the dead-letter topic", func() bool { return dead.count(bad.ID) > 0 })
+	if n := dead.count(flaky.ID); n != 0 {
+		t.Errorf("DeadLetterIf said no, yet the message reached the dead-letter topic %d times", n)
+	}
+}
+
 func testRetryDelays(t *testing.T, h Harness) {
 	topic := h.topic(t)
 	p := h.publisher(t)

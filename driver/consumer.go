@@ -340,8 +340,12 @@ func (r *run) process(d *Delivery) {
 			firstFailed = lastFailed
 		}
 		if broker.IsPermanent(err) || m.Attempt >= opts.MaxAttempts {
-			r.deadLetter(d, err, firstFailed, lastFailed, inProcess)
-			return
+			if opts.DeadLetterIf == nil || opts.DeadLetterIf(m, err) {
+				r.deadLetter(d, err, firstFailed, lastFailed, inProcess)
+				return
+			}
+			r.log.Warn("broker: DeadLetterIf kept a failed message from the dead-letter topic; retrying",
+				"id", m.ID, "attempt", m.Attempt, "error", err)
 		}
 		delay := opts.Backoff(m.Attempt)
 		if !inProcess {

@@ -93,18 +93,19 @@ func (q *Query) Duration(key string, def time.Duration) time.Duration {
 	return d
 }
 
-// ConsumerOptions reads the parameters common to every adapter: group,
-// concurrency, order_by_key, max_attempts, backoff_min, backoff_max,
-// drain_timeout and dead_letter_topic.
-func (q *Query) ConsumerOptions() broker.ConsumerOptions {
-	o := broker.ConsumerOptions{
-		Group:           q.String("group", ""),
-		Concurrency:     q.Int("concurrency", 0),
-		OrderByKey:      q.Bool("order_by_key", false),
-		MaxAttempts:     q.Int("max_attempts", 0),
-		DrainTimeout:    q.Duration("drain_timeout", 0),
-		DeadLetterTopic: q.String("dead_letter_topic", ""),
-	}
+// ConsumerOptions returns base with the parameters common to every adapter
+// that the query sets put in their place: group, concurrency, order_by_key,
+// max_attempts, backoff_min, backoff_max, drain_timeout and
+// dead_letter_topic. Giving one of backoff_min and backoff_max replaces
+// base.Backoff with an ExponentialBackoff, the other bound at its default.
+func (q *Query) ConsumerOptions(base broker.ConsumerOptions) broker.ConsumerOptions {
+	o := base
+	o.Group = q.String("group", o.Group)
+	o.Concurrency = q.Int("concurrency", o.Concurrency)
+	o.OrderByKey = q.Bool("order_by_key", o.OrderByKey)
+	o.MaxAttempts = q.Int("max_attempts", o.MaxAttempts)
+	o.DrainTimeout = q.Duration("drain_timeout", o.DrainTimeout)
+	o.DeadLetterTopic = q.String("dead_letter_topic", o.DeadLetterTopic)
 	_, hasMin := q.v["backoff_min"]
 	_, hasMax := q.v["backoff_max"]
 	minD := q.Duration("backoff_min", 100*time.Millisecond)

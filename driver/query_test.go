@@ -2,6 +2,7 @@ package driver_test
 
 import (
 	"errors"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 func TestQueryReadsCommonConsumerOptions(t *testing.T) {
 	u, _ := url.Parse("x://h?group=billing&concurrency=8&order_by_key=true&max_attempts=7&backoff_min=5ms&backoff_max=1s&drain_timeout=3s&dead_letter_topic=parked&mine=42")
 	q := driver.NewQuery(u)
-	o := q.ConsumerOptions()
+	o := q.ConsumerOptions(broker.ConsumerOptions{})
 	mine := q.Int("mine", 0)
 	if err := q.Err(); err != nil {
 		t.Fatal(err)
@@ -43,7 +44,7 @@ func TestQueryRejectsUnknownAndMalformed(t *testing.T) {
 			t.Fatal(err)
 		}
 		q := driver.NewQuery(u)
-		q.ConsumerOptions()
+		q.ConsumerOptions(broker.ConsumerOptions{})
 		q.String("sasl_password", "")
 		err = q.Err()
 		if !errors.Is(err, broker.ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
@@ -52,5 +53,19 @@ func TestQueryRejectsUnknownAndMalformed(t *testing.T) {
 		if err != nil && (strings.Contains(err.Error(), "topsecret") || strings.Contains(err.Error(), "=pw")) {
 			t.Errorf("%s: error leaks a secret: %v", raw, err)
 		}
+	}
+}
+
+func TestQueryKeepsBaseOptionsTheURLDoesNotSet(t *testing.T) {
+	u, _ := url.Parse("x://h?concurrency=4")
+	logger := slog.New(slog.DiscardHandler)
+	backoff := broker.ConstantBackoff(time.Millisecond)
+	base := broker.ConsumerOptions{Group: "base", Concurrency: 2, MaxAttempts: 9, Logger: logger, Backoff: backoff}
+	o := driver.NewQuery(u).ConsumerOptions(base)
+	if o.Concurrency != 4 {
+		t.Errorf("Concurrency = %d, want the URL's 4", o.Concurrency)
+	}
+	if o.Group != "base" || o.MaxAttempts != 9 || o.Logger != logger || o.Backoff == nil || o.Backoff(3) != time.Millisecond {
+		t.Errorf("options = %+v: the base's group, attempts, logger or backoff were lost", o)
 	}
 }

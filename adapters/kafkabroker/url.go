@@ -47,7 +47,7 @@ func (opener) OpenPublisher(ctx context.Context, u *url.URL) (broker.Publisher, 
 	return b.NewPublisher(), nil
 }
 
-func (opener) OpenConsumer(ctx context.Context, u *url.URL) (broker.Consumer, error) {
+func (opener) OpenConsumer(ctx context.Context, u *url.URL, base broker.ConsumerOptions) (broker.Consumer, error) {
 	brokers, q, err := parseHosts(u)
 	if err != nil {
 		return nil, err
@@ -59,7 +59,7 @@ func (opener) OpenConsumer(ctx context.Context, u *url.URL) (broker.Consumer, er
 	if err := readConsumerOptions(u, q, &opts); err != nil {
 		return nil, err
 	}
-	co := q.ConsumerOptions()
+	co := q.ConsumerOptions(base)
 	if err := q.Err(); err != nil {
 		return nil, err
 	}

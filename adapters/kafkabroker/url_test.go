@@ -38,7 +38,7 @@ func parse(t *testing.T, raw string) ([]string, Options, broker.ConsumerOptions,
 	if err == nil {
 		err = readConsumerOptions(u, q, &o)
 	}
-	co := q.ConsumerOptions()
+	co := q.ConsumerOptions(broker.ConsumerOptions{})
 	if err == nil {
 		err = q.Err()
 	}

@@ -55,12 +55,12 @@ func (o *opener) OpenPublisher(ctx context.Context, u *url.URL) (broker.Publishe
 	return b.NewPublisher(), nil
 }
 
-func (o *opener) OpenConsumer(ctx context.Context, u *url.URL) (broker.Consumer, error) {
+func (o *opener) OpenConsumer(ctx context.Context, u *url.URL, base broker.ConsumerOptions) (broker.Consumer, error) {
 	b, q, err := o.open(u)
 	if err != nil {
 		return nil, err
 	}
-	co := q.ConsumerOptions()
+	co := q.ConsumerOptions(base)
 	if err := q.Err(); err != nil {
 		return nil, err
 	}

@@ -54,9 +54,9 @@ func (opener) OpenPublisher(ctx context.Context, u *url.URL) (broker.Publisher, 
 	return NewPublisher(ctx, uri, &o)
 }
 
-func (opener) OpenConsumer(ctx context.Context, u *url.URL) (broker.Consumer, error) {
+func (opener) OpenConsumer(ctx context.Context, u *url.URL, base broker.ConsumerOptions) (broker.Consumer, error) {
 	uri, q, o := split(u)
-	co := q.ConsumerOptions()
+	co := q.ConsumerOptions(base)
 	if err := q.Err(); err != nil {
 		return nil, err
 	}

@@ -107,12 +107,12 @@ func (opener) OpenPublisher(ctx context.Context, u *url.URL) (broker.Publisher, 
 	return b.NewPublisher(), nil
 }
 
-func (opener) OpenConsumer(ctx context.Context, u *url.URL) (broker.Consumer, error) {
+func (opener) OpenConsumer(ctx context.Context, u *url.URL, base broker.ConsumerOptions) (broker.Consumer, error) {
 	st, q, err := parse(u)
 	if err != nil {
 		return nil, err
 	}
-	co := q.ConsumerOptions()
+	co := q.ConsumerOptions(base)
 	if err := q.Err(); err != nil {
 		return nil, err
 	}

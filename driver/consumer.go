@@ -84,10 +84,13 @@ func (c *Consumer) Consume(ctx context.Context, topic string, h broker.Handler) 
 	if c.feats.Buffered > prefetch {
 		prefetch = c.feats.Buffered
 	}
-	sub, err := c.r.Subscribe(ctx, topic, SubscribeConfig{Options: c.opts, Prefetch: prefetch})
+	sub, err := c.subscribe(ctx, topic, SubscribeConfig{Options: c.opts, Prefetch: prefetch})
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, broker.ErrClosed) {
+			return nil // closed while waiting for the broker: nothing was received
 		}
 		return fmt.Errorf("%s: consume %q: %w", c.name, topic, err)
 	}
@@ -107,6 +110,31 @@ func (c *Consumer) Consume(ctx context.Context, topic string, h broker.Handler) 
 	r.fetchCtx, r.stopFetch = context.WithCancel(ctx)
 	r.handlerCtx, r.cancelHandlers = context.WithCancel(ctx)
 	return r.loop(ctx)
+}
+
+// subscribe subscribes, waiting out a broker that is not reachable yet (a
+// service may start before its broker): an error wrapping ErrUnavailable is
+// logged and retried with a growing pause until ctx ends or Close is called.
+func (c *Consumer) subscribe(ctx context.Context, topic string, cfg SubscribeConfig) (Subscription, error) {
+	pause := time.Duration(0)
+	for {
+		sub, err := c.r.Subscribe(ctx, topic, cfg)
+		if err == nil || !errors.Is(err, broker.ErrUnavailable) {
+			return sub, err
+		}
+		pause = min(2*pause+100*time.Millisecond, 5*time.Second)
+		c.opts.Logger.Warn("broker: subscribe failed; retrying", "adapter", c.name, "topic", topic, "group", c.opts.Group, "error", err, "pause", pause)
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-c.closing:
+			t.Stop()
+			return nil, broker.ErrClosed
+		}
+	}
 }
 
 // Close implements broker.Consumer: running Consume calls stop fetching, drain

@@ -2,6 +2,9 @@ package driver
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -91,4 +94,79 @@ func TestInlineHandlerIsCancelledAfterDrainTimeout(t *testing.T) {
 	if r.acked != 0 || r.nacked != 8 {
 		t.Fatalf("acked %d, nacked %d; want 0 acked and all 8 held deliveries handed back", r.acked, r.nacked)
 	}
+}
+
+// unreachableReceiver fails to subscribe with ErrUnavailable a few times, as
+// a broker that is still starting does.
+type unreachableReceiver struct {
+	bufferedReceiver
+	failures int
+	tries    int
+}
+
+func (r *unreachableReceiver) Subscribe(context.Context, string, SubscribeConfig) (Subscription, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tries++
+	if r.tries <= r.failures {
+		return nil, fmt.Errorf("dial: connection refused: %w", broker.ErrUnavailable)
+	}
+	return r, nil
+}
+
+// A consumer started before its broker waits for it instead of failing.
+func TestConsumeWaitsForAnUnavailableBroker(t *testing.T) {
+	r := &unreachableReceiver{failures: 2}
+	c, err := NewConsumer("test", r, nopSender{}, broker.ConsumerOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{})
+	var once sync.Once
+	go func() {
+		_ = c.Consume(context.Background(), "t", func(context.Context, *broker.Message) error {
+			once.Do(func() { close(got) })
+			return nil
+		})
+	}()
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message handled: Consume gave up on a broker that came up")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r.tries != 3 {
+		t.Errorf("subscribed %d times, want 3 (2 failures, then success)", r.tries)
+	}
+
+	// Close while it waits: Consume returns nil, and promptly.
+	r2 := &unreachableReceiver{failures: 1 << 30}
+	c2, _ := NewConsumer("test", r2, nopSender{}, broker.ConsumerOptions{Logger: slog.New(slog.DiscardHandler)})
+	done := make(chan error, 1)
+	go func() { done <- c2.Consume(context.Background(), "t", func(context.Context, *broker.Message) error { return nil }) }()
+	time.Sleep(50 * time.Millisecond)
+	_ = c2.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Consume closed while waiting for the broker = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not stop a Consume waiting for the broker")
+	}
+
+	// Any other error is returned at once.
+	r3 := &badReceiver{}
+	c3, _ := NewConsumer("test", r3, nopSender{}, broker.ConsumerOptions{})
+	if err := c3.Consume(context.Background(), "t", func(context.Context, *broker.Message) error { return nil }); !errors.Is(err, broker.ErrPermissionDenied) {
+		t.Errorf("Consume with a refused subscription = %v, want ErrPermissionDenied", err)
+	}
+}
+
+type badReceiver struct{ bufferedReceiver }
+
+func (*badReceiver) Subscribe(context.Context, string, SubscribeConfig) (Subscription, error) {
+	return nil, broker.ErrPermissionDenied
 }

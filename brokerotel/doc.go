@@ -28,14 +28,16 @@
 // middleware first, so that their view of the handler's error and context is
 // the consumer's:
 //
-//	url := broker.URLFromEnv("mem://?group=billing&max_attempts=5")
-//	otelOpts := []brokerotel.Option{brokerotel.WithURL(url)} // system, group, max attempts
+//	pubURL := broker.URLFromEnv("mem://")
+//	// Consumer parameters go on the consumer's URL only: publishers refuse them.
+//	subURL := pubURL + "?group=billing&max_attempts=5"
+//	otelOpts := []brokerotel.Option{brokerotel.WithURL(subURL)} // system, group, max attempts
 //
-//	pub, err := broker.OpenPublisher(ctx, url)
+//	pub, err := broker.OpenPublisher(ctx, pubURL)
 //	...
 //	pub = brokerotel.WrapPublisher(pub, otelOpts...)
 //
-//	sub, err := broker.OpenConsumer(ctx, url)
+//	sub, err := broker.OpenConsumer(ctx, subURL)
 //	...
 //	h := broker.Chain(handle, brokerotel.Tracing(otelOpts...), brokerotel.Metrics(otelOpts...), others...)
 //	go sub.Consume(ctx, "orders", h)

@@ -82,6 +82,17 @@ func consume(t testing.TB, b *membroker.Broker, opts *broker.ConsumerOptions, to
 	if err != nil {
 		t.Fatal(err)
 	}
+	run(t, c, topic, h)
+	waitFor(t, "the consumer to subscribe", func() bool {
+		st, err := c.Stats(context.Background(), topic, "")
+		return err == nil && st.Consumers > 0
+	})
+	return c
+}
+
+// run consumes topic with c and h until the test ends, when it closes c.
+func run(t testing.TB, c broker.Consumer, topic string, h broker.Handler) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Consume(ctx, topic, h) }()
@@ -92,11 +103,6 @@ func consume(t testing.TB, b *membroker.Broker, opts *broker.ConsumerOptions, to
 			t.Errorf("Consume: %v", err)
 		}
 	})
-	waitFor(t, "the consumer to subscribe", func() bool {
-		st, err := c.Stats(context.Background(), topic, "")
-		return err == nil && st.Consumers > 0
-	})
-	return c
 }
 
 // recv receives from ch, failing the test after waitTimeout.

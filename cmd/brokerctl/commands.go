@@ -62,7 +62,7 @@ func cmdPublish(ctx context.Context, e *env, args []string) int {
 	if *id != "" && len(bodies) != 1 {
 		return e.fail(fmt.Errorf("--id needs exactly one message, got %d: %w", len(bodies), broker.ErrInvalidArgument))
 	}
-	pub, err := broker.OpenPublisher(ctx, e.url)
+	pub, err := broker.OpenPublisher(ctx, e.publisherURL())
 	if err != nil {
 		return e.fail(err)
 	}
@@ -135,7 +135,8 @@ func show(e *env, m *broker.Message, asJSON bool) {
 func cmdTail(ctx context.Context, e *env, args []string) int {
 	fs := e.flags("tail", "TOPIC",
 		"Prints messages of TOPIC as they arrive. By default it joins a group of its own, so it\n"+
-			"takes nothing from the services' groups and sees messages published from now on.\n"+
+			"takes nothing from the services' groups and sees messages published from now on; on\n"+
+			"RabbitMQ it deletes that group's queue when it exits.\n"+
 			"On brokers without fan-out (SQS) pass --group default: tail then CONSUMES messages.")
 	group := fs.String("group", "", "consumer group (default: a new group of its own)")
 	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
@@ -147,11 +148,17 @@ func cmdTail(ctx context.Context, e *env, args []string) int {
 	if !e.checkURL() {
 		return exitUsage
 	}
-	g := *group
-	if g == "" {
+	topic := fs.Arg(0)
+	g, private := *group, *group == ""
+	var u string
+	var err error
+	if private {
 		g = "brokerctl-tail-" + strings.ToLower(broker.NewID()[16:])
+		u, err = e.privateGroupURL(g)
+		fmt.Fprintf(e.stderr, "brokerctl: tailing %s in group %s of its own\n", topic, g)
+	} else {
+		u, err = e.consumerURL(map[string]string{"group": g})
 	}
-	u, err := e.consumerURL(map[string]string{"group": g})
 	if err != nil {
 		return e.fail(err)
 	}
@@ -159,7 +166,12 @@ func cmdTail(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return e.fail(err)
 	}
-	defer c.Close()
+	defer func() {
+		_ = c.Close()
+		if private {
+			e.dropPrivateGroup(ctx, topic, g)
+		}
+	}()
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var (
@@ -169,7 +181,7 @@ func cmdTail(ctx context.Context, e *env, args []string) int {
 	)
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Consume(runCtx, fs.Arg(0), func(_ context.Context, m *broker.Message) error {
+		done <- c.Consume(runCtx, topic, func(_ context.Context, m *broker.Message) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if *count > 0 && n >= *count {
@@ -324,7 +336,9 @@ func cmdDLQ(ctx context.Context, e *env, args []string) int {
 	if *reason != "" {
 		opts.Filter = func(m *broker.Message) bool { return strings.Contains(m.Headers[dlq.HeaderReason], *reason) }
 	}
-	u, err := e.consumerURL(map[string]string{"concurrency": "1"})
+	// Parked messages are kept for the dead-letter topic's default group,
+	// whatever group the URL names.
+	u, err := e.consumerURL(map[string]string{"group": broker.DefaultGroup, "concurrency": "1"})
 	if err != nil {
 		return e.fail(err)
 	}
@@ -333,7 +347,7 @@ func cmdDLQ(ctx context.Context, e *env, args []string) int {
 		return e.fail(err)
 	}
 	defer c.Close()
-	p, err := broker.OpenPublisher(ctx, e.url)
+	p, err := broker.OpenPublisher(ctx, e.publisherURL())
 	if err != nil {
 		return e.fail(err)
 	}

@@ -18,13 +18,17 @@ func ctl(t *testing.T, url string, stdin string, args ...string) (int, string, s
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	start := time.Now()
 	code := run(ctx, append([]string{"--url", url}, args...), strings.NewReader(stdin), &out, &errOut)
+	t.Logf("brokerctl %s: exit %d after %v", strings.Join(args, " "), code, time.Since(start).Round(time.Millisecond))
 	return code, out.String(), errOut.String()
 }
 
 // testEndToEnd walks an operator's day on the broker behind url: publish,
 // stats, tail, a poison message parked in the dead-letter topic, peek, redrive.
-func testEndToEnd(t *testing.T, url, topic string) {
+// idle is the dlq commands' --idle: how long they wait for a first message,
+// which includes joining the group.
+func testEndToEnd(t *testing.T, url, topic, idle string) {
 	if code, out, errOut := ctl(t, url, "first\nsecond\nthird\n", "publish", "--key", "k", "--header", "source=cli", topic); code != 0 {
 		t.Fatalf("publish: exit %d: %s %s", code, out, errOut)
 	} else if ids := strings.Fields(out); len(ids) != 3 {
@@ -39,16 +43,47 @@ func testEndToEnd(t *testing.T, url, topic string) {
 		t.Fatalf("tail: exit %d, output:\n%s\n%s", code, out, errOut)
 	}
 
-	// A service that cannot handle a message parks it in the dead-letter topic.
 	if code, _, errOut := ctl(t, url, "", "publish", "--id", "poison-1", topic, "{not json"); code != 0 {
 		t.Fatalf("publish poison: %s", errOut)
 	}
+	park(t, url, topic)
+	if code, out, errOut := ctl(t, url, "", "stats", topic); code != 0 || column(out, topic, "dead-letters") != "1" {
+		t.Fatalf("stats after dead-lettering: exit %d, want 1 dead letter:\n%s\n%s", code, out, errOut)
+	}
+
+	code, out, errOut = ctl(t, url, "", "dlq", "peek", "--idle", idle, topic)
+	if code != 0 || !strings.Contains(out, "decode order: invalid character") || !strings.Contains(out, "{not json") {
+		t.Fatalf("dlq peek: exit %d:\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = ctl(t, url, "", "dlq", "redrive", "--dry-run", "--idle", idle, topic)
+	if code != 0 || !strings.Contains(out, "1 would be sent back") {
+		t.Fatalf("dlq redrive --dry-run: exit %d:\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = ctl(t, url, "", "dlq", "redrive", "--idle", idle, topic)
+	if code != 0 || !strings.Contains(out, "1 sent back") {
+		t.Fatalf("dlq redrive: exit %d:\n%s\n%s", code, out, errOut)
+	}
+	if code, out, errOut := ctl(t, url, "", "stats", topic+".dlq"); code != 0 || !rowHas(out, topic+".dlq", "0") {
+		t.Fatalf("stats after redrive: exit %d, want nothing left in the dead-letter topic:\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = ctl(t, url, "", "tail", "--group", broker.DefaultGroup, "--count", "1", "--timeout", "30s", "--json", topic)
+	if code != 0 || !strings.Contains(out, `"id":"poison-1"`) || !strings.Contains(out, `"x-dlq-redrive-count":"1"`) {
+		t.Fatalf("tail after redrive: exit %d:\n%s\n%s", code, out, errOut)
+	}
+}
+
+// park runs a service that cannot handle the message waiting in topic, until
+// it has parked it in the dead-letter topic.
+func park(t *testing.T, url, topic string) {
+	t.Helper()
 	svc, err := broker.OpenConsumer(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		_ = svc.Consume(ctx, topic, func(context.Context, *broker.Message) error {
 			return broker.Permanent(errors.New("decode order: invalid character"))
 		})
@@ -59,33 +94,46 @@ func testEndToEnd(t *testing.T, url, topic string) {
 	})
 	cancel()
 	_ = svc.Close()
+	<-done
+}
 
-	code, out, errOut = ctl(t, url, "", "dlq", "peek", "--idle", "2s", topic)
-	if code != 0 || !strings.Contains(out, "decode order: invalid character") || !strings.Contains(out, "{not json") {
-		t.Fatalf("dlq peek: exit %d:\n%s\n%s", code, out, errOut)
+// The URL of a service's consumer, with its group and options, serves the
+// commands that publish, and dlq reads the parked messages whatever group the
+// URL names.
+func TestConsumerURL(t *testing.T) {
+	base, topic := "mem://consumer-url", conformance.RandomName("ctl")
+	svcURL := base + "?group=billing&max_attempts=3&backoff_min=10ms"
+	if code, _, errOut := ctl(t, svcURL, "", "publish", "--id", "poison-2", topic, "x"); code != 0 {
+		t.Fatalf("publish with a consumer URL: exit %d: %s", code, errOut)
 	}
-	code, out, errOut = ctl(t, url, "", "dlq", "redrive", "--dry-run", "--idle", "2s", topic)
-	if code != 0 || !strings.Contains(out, "1 would be sent back") {
-		t.Fatalf("dlq redrive --dry-run: exit %d:\n%s\n%s", code, out, errOut)
-	}
-	code, out, errOut = ctl(t, url, "", "dlq", "redrive", "--idle", "2s", topic)
-	if code != 0 || !strings.Contains(out, "1 sent back") {
-		t.Fatalf("dlq redrive: exit %d:\n%s\n%s", code, out, errOut)
-	}
-	code, out, errOut = ctl(t, url, "", "tail", "--group", broker.DefaultGroup, "--count", "1", "--timeout", "30s", "--json", topic)
-	if code != 0 || !strings.Contains(out, `"id":"poison-1"`) || !strings.Contains(out, `"x-dlq-redrive-count":"1"`) {
-		t.Fatalf("tail after redrive: exit %d:\n%s\n%s", code, out, errOut)
+	park(t, base, topic)
+	code, out, errOut := ctl(t, svcURL, "", "dlq", "peek", "--idle", "1s", topic)
+	if code != 0 || !strings.Contains(out, "poison-2") {
+		t.Fatalf("dlq peek with a consumer URL: exit %d:\n%s\n%s", code, out, errOut)
 	}
 }
 
+// rowHas reports whether the stats table shows depth for topic.
 func rowHas(table, topic, depth string) bool {
-	for _, line := range strings.Split(table, "\n") {
+	return column(table, topic, "depth") == depth
+}
+
+// column returns the named column of topic's row in a stats table, or "".
+func column(table, topic, name string) string {
+	lines := strings.Split(table, "\n")
+	header := strings.Fields(lines[0])
+	for _, line := range lines[1:] {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == topic && f[1] == depth {
-			return true
+		if len(f) != len(header) || f[0] != topic {
+			continue
+		}
+		for i, h := range header {
+			if h == name {
+				return f[i]
+			}
 		}
 	}
-	return false
+	return ""
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -97,10 +145,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func TestEndToEndMem(t *testing.T) {
-	testEndToEnd(t, "mem://brokerctl-e2e", conformance.RandomName("ctl"))
 }
 
 func TestUsageErrors(t *testing.T) {

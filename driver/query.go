@@ -119,6 +119,11 @@ func (q *Query) ConsumerOptions(base broker.ConsumerOptions) broker.ConsumerOpti
 	return o
 }
 
+// SkipConsumerOptions reads the common consumer parameters, checking their
+// values, and ignores them: a publisher calls it so that one URL (a service's
+// BROKER_URL) can open both its publisher and its consumers.
+func (q *Query) SkipConsumerOptions() { q.ConsumerOptions(broker.ConsumerOptions{}) }
+
 // Err reports unknown parameters and bad values, wrapping
 // broker.ErrInvalidArgument, with credentials redacted from the URL.
 func (q *Query) Err() error {
@@ -142,5 +147,9 @@ func (q *Query) Err() error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s: URL %q: %w: %w", q.u.Scheme, broker.Redact(q.u.String()), errors.Join(errs...), broker.ErrInvalidArgument)
+	raw := q.u.String()
+	if q.u.Host == "" && !strings.HasPrefix(raw, q.u.Scheme+"://") {
+		raw = q.u.Scheme + "://" + strings.TrimPrefix(raw, q.u.Scheme+":") // as written: mem://?x, not mem:?x
+	}
+	return fmt.Errorf("%s: URL %q: %w: %w", q.u.Scheme, broker.Redact(raw), errors.Join(errs...), broker.ErrInvalidArgument)
 }

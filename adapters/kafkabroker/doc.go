@@ -77,8 +77,10 @@
 // running and logs the outage. Stats reports, for a group, the lag (end
 // offset minus committed offset, summed over partitions) as Depth and Lag, this
 // consumer's unsettled deliveries as InFlight (-1 from a publisher, or for a
-// group this consumer is not in), the group's member count, and the number of
-// records retained in the dead-letter topic.
+// group this consumer is not in), the group's member count, and as
+// DeadLetters the lag of the dead-letter topic's default group (the group
+// package dlq reads with), so parked messages that were redriven no longer
+// count.
 //
 // Topics are not created implicitly: set create_topics, or create them with
 // Broker.CreateTopic or the cluster's tools, dead-letter topics included.

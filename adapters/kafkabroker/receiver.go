@@ -87,17 +87,15 @@ func (r *receiver) Subscribe(ctx context.Context, topic string, cfg driver.Subsc
 		}
 		// The broker is down: the Reader joins once it is back.
 		log.Warn("kafka: cannot look up the topic; consuming anyway", "error", err)
+	} else if strings.HasSuffix(topic, ".dlq") && co.DeadLetterTopic == "" {
+		// A dead-letter topic's consumer (dlq.Peek, dlq.Redrive) parks
+		// nothing: no "<x>.dlq.dlq" is created for it.
 	} else if err := r.a.ensure(ctx, dead); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		// Not fatal: dead-lettering retries until the topic exists. A
-		// dead-letter topic's own consumer seldom has one: less noise then.
-		level := slog.LevelWarn
-		if strings.HasSuffix(topic, ".dlq") {
-			level = slog.LevelInfo
-		}
-		log.Log(ctx, level, "kafka: the dead-letter topic is not available; dead-lettering will fail until it is",
+		// Not fatal: dead-lettering retries until the topic exists.
+		log.Warn("kafka: the dead-letter topic is not available; dead-lettering will fail until it is",
 			"dead_letter_topic", dead, "error", err)
 	}
 	o := r.a.opts

@@ -43,8 +43,9 @@ func (a *admin) spans(ctx context.Context, topic string) (map[int]span, error) {
 // stats computes broker.Stats for the Kafka group gid on topic: Lag and Depth
 // are the sum over partitions of the end offset minus the committed offset
 // (or minus where the group would start, when it never committed);
-// DeadLetters is the number of records retained in dead; Consumers is the
-// group's member count.
+// DeadLetters is the same figure for the default group of dead, the group
+// that package dlq reads with, so that messages peeked at and put back or
+// redriven no longer count; Consumers is the group's member count.
 func (a *admin) stats(ctx context.Context, topic, gid, dead string, inFlight int64) (broker.Stats, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -54,9 +55,30 @@ func (a *admin) stats(ctx context.Context, topic, gid, dead string, inFlight int
 	if err := validateTopic(topic); err != nil {
 		return broker.Stats{}, err
 	}
-	spans, err := a.spans(ctx, topic)
+	lag, err := a.lag(ctx, topic, gid)
 	if err != nil {
 		return broker.Stats{}, err
+	}
+	st := broker.Stats{Depth: lag, Lag: lag, InFlight: inFlight, Consumers: -1, DeadLetters: -1}
+	switch n, err := a.lag(ctx, dead, groupID(broker.DefaultGroup, dead, a.opts.GroupIDVerbatim)); {
+	case err == nil:
+		st.DeadLetters = n
+	case errors.Is(err, broker.ErrNotFound):
+		st.DeadLetters = 0
+	}
+	if g, err := a.client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{gid}}); err == nil &&
+		len(g.Groups) == 1 && g.Groups[0].Error == nil {
+		st.Consumers = int64(len(g.Groups[0].Members))
+	}
+	return st, nil
+}
+
+// lag is how many records of topic the group gid has yet to commit, summed
+// over partitions.
+func (a *admin) lag(ctx context.Context, topic, gid string) (int64, error) {
+	spans, err := a.spans(ctx, topic)
+	if err != nil {
+		return 0, err
 	}
 	req := &kafka.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{}}
 	for p := range spans {
@@ -67,12 +89,12 @@ func (a *admin) stats(ctx context.Context, topic, gid, dead string, inFlight int
 		err = res.Error
 	}
 	if err != nil {
-		return broker.Stats{}, wrap(ctx, fmt.Sprintf("fetch offsets of group %q", gid), err)
+		return 0, wrap(ctx, fmt.Sprintf("fetch offsets of group %q", gid), err)
 	}
 	committed := map[int]int64{}
 	for _, p := range res.Topics[topic] {
 		if p.Error != nil {
-			return broker.Stats{}, wrap(ctx, fmt.Sprintf("fetch offsets of group %q partition %d", gid, p.Partition), p.Error)
+			return 0, wrap(ctx, fmt.Sprintf("fetch offsets of group %q partition %d", gid, p.Partition), p.Error)
 		}
 		committed[p.Partition] = p.CommittedOffset
 	}
@@ -87,20 +109,5 @@ func (a *admin) stats(ctx context.Context, topic, gid, dead string, inFlight int
 		}
 		lag += max(0, sp.end-max(pos, sp.first))
 	}
-	st := broker.Stats{Depth: lag, Lag: lag, InFlight: inFlight, Consumers: -1, DeadLetters: -1}
-
-	switch ds, err := a.spans(ctx, dead); {
-	case err == nil:
-		st.DeadLetters = 0
-		for _, sp := range ds {
-			st.DeadLetters += sp.end - sp.first
-		}
-	case errors.Is(err, broker.ErrNotFound):
-		st.DeadLetters = 0
-	}
-	if g, err := a.client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{gid}}); err == nil &&
-		len(g.Groups) == 1 && g.Groups[0].Error == nil {
-		st.Consumers = int64(len(g.Groups[0].Members))
-	}
-	return st, nil
+	return lag, nil
 }

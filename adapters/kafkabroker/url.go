@@ -37,6 +37,12 @@ func (opener) OpenPublisher(ctx context.Context, u *url.URL) (broker.Publisher, 
 	if err != nil {
 		return nil, err
 	}
+	// One URL serves a service's publisher and consumers: the consumer
+	// parameters are checked and ignored here.
+	if err := readConsumerOptions(u, q, &Options{}); err != nil {
+		return nil, err
+	}
+	q.SkipConsumerOptions()
 	if err := q.Err(); err != nil {
 		return nil, err
 	}

@@ -112,10 +112,17 @@ func TestURLRejects(t *testing.T) {
 	}
 }
 
-func TestURLPublisherRejectsConsumerParameters(t *testing.T) {
-	_, err := broker.OpenPublisher(context.Background(), "kafka://127.0.0.1:1?group=g")
-	if !errors.Is(err, broker.ErrInvalidArgument) || !strings.Contains(err.Error(), "group") {
-		t.Fatalf("err = %v, want ErrInvalidArgument naming group", err)
+// One URL serves a service's publisher and consumers: a publisher checks the
+// consumer parameters, the adapter's own too, and ignores them.
+func TestURLPublisherIgnoresConsumerParameters(t *testing.T) {
+	p, err := broker.OpenPublisher(context.Background(), "kafka://127.0.0.1:1?group=g&initial_offset=latest&commit_interval=1s")
+	if err != nil {
+		t.Fatalf("OpenPublisher with consumer parameters: %v", err)
+	}
+	_ = p.Close()
+	_, err = broker.OpenPublisher(context.Background(), "kafka://127.0.0.1:1?initial_offset=middle")
+	if !errors.Is(err, broker.ErrInvalidArgument) || !strings.Contains(err.Error(), "initial_offset") {
+		t.Fatalf("err = %v, want ErrInvalidArgument naming initial_offset", err)
 	}
 }
 

@@ -1,6 +1,9 @@
 package membroker_test
 
 import (
+	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/brokerkit/broker"
@@ -32,4 +35,28 @@ func TestConformance(t *testing.T) {
 			return get(t).NewConsumer(&o)
 		},
 	})
+}
+
+// One BROKER_URL serves a service's publisher and its consumers: a publisher
+// checks the consumer parameters and ignores them.
+func TestOneURLOpensPublisherAndConsumer(t *testing.T) {
+	ctx := context.Background()
+	url := "mem://one-url?group=billing&concurrency=4&max_attempts=3"
+	p, err := broker.OpenPublisher(ctx, url)
+	if err != nil {
+		t.Fatalf("OpenPublisher(%s) = %v", url, err)
+	}
+	defer p.Close()
+	c, err := broker.OpenConsumer(ctx, url)
+	if err != nil {
+		t.Fatalf("OpenConsumer(%s) = %v", url, err)
+	}
+	defer c.Close()
+	if _, err := broker.OpenPublisher(ctx, "mem://one-url?max_attempts=many"); !errors.Is(err, broker.ErrInvalidArgument) {
+		t.Errorf("publisher with max_attempts=many: %v, want ErrInvalidArgument", err)
+	}
+	_, err = broker.OpenPublisher(ctx, "mem://?groop=x")
+	if err == nil || !strings.Contains(err.Error(), `"mem://?groop=x"`) {
+		t.Errorf("error for an unknown parameter = %v, want the URL as written", err)
+	}
 }

@@ -49,6 +49,7 @@ func (o *opener) OpenPublisher(ctx context.Context, u *url.URL) (broker.Publishe
 	if err != nil {
 		return nil, err
 	}
+	q.SkipConsumerOptions() // one URL serves publisher and consumers
 	if err := q.Err(); err != nil {
 		return nil, err
 	}

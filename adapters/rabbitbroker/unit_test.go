@@ -38,7 +38,7 @@ func TestOpenRejectsBadParameters(t *testing.T) {
 	for _, raw := range []string{
 		"amqp://u:hunter2@127.0.0.1:1/?confirm_windw=3",
 		"amqp://u:hunter2@127.0.0.1:1/?confirm_window=-3",
-		"amqp://u:hunter2@127.0.0.1:1/?group=g", // a consumer option on a publisher
+		"amqp://u:hunter2@127.0.0.1:1/?concurrency=-2", // a bad consumer option, on a publisher too
 		"amqps://u:hunter2@127.0.0.1:1/?max_attempts=x",
 	} {
 		_, err := broker.OpenPublisher(context.Background(), raw)

@@ -48,6 +48,7 @@ func split(u *url.URL) (uri string, q *driver.Query, o Options) {
 
 func (opener) OpenPublisher(ctx context.Context, u *url.URL) (broker.Publisher, error) {
 	uri, q, o := split(u)
+	q.SkipConsumerOptions() // one URL serves publisher and consumers
 	if err := q.Err(); err != nil {
 		return nil, err
 	}

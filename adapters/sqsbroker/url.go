@@ -97,6 +97,7 @@ func (opener) OpenPublisher(ctx context.Context, u *url.URL) (broker.Publisher, 
 	if err != nil {
 		return nil, err
 	}
+	q.SkipConsumerOptions() // one URL serves publisher and consumers
 	if err := q.Err(); err != nil {
 		return nil, err
 	}

@@ -35,9 +35,15 @@ func TestURLRejects(t *testing.T) {
 			t.Errorf("OpenPublisher(%q) error shows the password: %v", raw, err)
 		}
 	}
-	// Consumer options are for consumers only.
-	if _, err := broker.OpenPublisher(ctx, "sqs://?concurrency=2"); !errors.Is(err, broker.ErrInvalidArgument) {
-		t.Errorf("publisher with concurrency= : %v, want ErrInvalidArgument", err)
+	// One URL serves publisher and consumers: a publisher ignores consumer
+	// options, but checks their values.
+	if _, err := broker.OpenPublisher(ctx, "sqs://?region=us-east-1&concurrency=x"); !errors.Is(err, broker.ErrInvalidArgument) {
+		t.Errorf("publisher with concurrency=x : %v, want ErrInvalidArgument", err)
+	}
+	if p, err := broker.OpenPublisher(ctx, "sqs://?region=us-east-1&concurrency=2&max_attempts=3"); err != nil {
+		t.Errorf("publisher with consumer options: %v, want it to ignore them", err)
+	} else {
+		_ = p.Close()
 	}
 	if _, err := broker.OpenConsumer(ctx, "sqs://?group=billing"); !errors.Is(err, broker.ErrUnsupported) {
 		t.Errorf("consumer with group=billing: %v, want ErrUnsupported", err)

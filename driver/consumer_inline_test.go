@@ -145,7 +145,9 @@ func TestConsumeWaitsForAnUnavailableBroker(t *testing.T) {
 	r2 := &unreachableReceiver{failures: 1 << 30}
 	c2, _ := NewConsumer("test", r2, nopSender{}, broker.ConsumerOptions{Logger: slog.New(slog.DiscardHandler)})
 	done := make(chan error, 1)
-	go func() { done <- c2.Consume(context.Background(), "t", func(context.Context, *broker.Message) error { return nil }) }()
+	go func() {
+		done <- c2.Consume(context.Background(), "t", func(context.Context, *broker.Message) error { return nil })
+	}()
 	time.Sleep(50 * time.Millisecond)
 	_ = c2.Close()
 	select {

@@ -62,7 +62,7 @@ func cmdPublish(ctx context.Context, e *env, args []string) int {
 	if *id != "" && len(bodies) != 1 {
 		return e.fail(fmt.Errorf("--id needs exactly one message, got %d: %w", len(bodies), broker.ErrInvalidArgument))
 	}
-	pub, err := broker.OpenPublisher(ctx, e.publisherURL())
+	pub, err := broker.OpenPublisher(ctx, e.url)
 	if err != nil {
 		return e.fail(err)
 	}
@@ -347,7 +347,7 @@ func cmdDLQ(ctx context.Context, e *env, args []string) int {
 		return e.fail(err)
 	}
 	defer c.Close()
-	p, err := broker.OpenPublisher(ctx, e.publisherURL())
+	p, err := broker.OpenPublisher(ctx, e.url)
 	if err != nil {
 		return e.fail(err)
 	}

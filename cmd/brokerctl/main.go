@@ -159,33 +159,6 @@ func (e *env) consumerURL(params map[string]string) (string, error) {
 	return u.String(), nil
 }
 
-// consumerParams are the query parameters of broker.ConsumerOptions, which
-// every adapter reads for consumers and publishers refuse.
-var consumerParams = []string{"group", "concurrency", "order_by_key", "max_attempts",
-	"backoff_min", "backoff_max", "drain_timeout", "dead_letter_topic"}
-
-// publisherURL returns the URL without consumer parameters, so that the URL a
-// service's consumer uses opens publishers too.
-func (e *env) publisherURL() string {
-	u, err := url.Parse(e.url)
-	if err != nil {
-		return e.url // OpenPublisher reports it, redacted
-	}
-	q := u.Query()
-	found := false
-	for _, k := range consumerParams {
-		if q.Has(k) {
-			q.Del(k)
-			found = true
-		}
-	}
-	if !found {
-		return e.url
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
 func (e *env) fail(err error) int {
 	fmt.Fprintln(e.stderr, "brokerctl:", err)
 	if errors.Is(err, broker.ErrInvalidArgument) || errors.Is(err, broker.ErrUnsupported) {

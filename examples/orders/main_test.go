@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
 	// The consumers log each dead letter at Info; the tests check them instead.
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	os.Exit(m.Run())
+	testenv.Main(m)
 }
 
 func testConfig(name string) config {

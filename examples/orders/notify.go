@@ -139,13 +139,17 @@ func (s *countingStore) Claim(ctx context.Context, key string, lease time.Durati
 	return c, err
 }
 
-// outcomes is the outermost middleware: it counts deliveries that reached
-// their final outcome, acknowledged or (by the consumer's rules) about to be
-// dead-lettered, so the demo knows when every event has been dealt with.
+// outcomes is the demo's outermost middleware of its own (inside the
+// brokerotel ones): it counts the handler calls by what becomes of the
+// delivery, by the consumer's rules: acknowledged, redelivered, about to be
+// dead-lettered, or handed back at shutdown. The demo knows from acked and
+// parked when every event has been dealt with.
 type outcomes struct {
 	maxAttempts int
 	acked       atomic.Int64
+	retried     atomic.Int64
 	parked      atomic.Int64
+	cancelled   atomic.Int64
 }
 
 func (o *outcomes) middleware(next broker.Handler) broker.Handler {
@@ -155,11 +159,28 @@ func (o *outcomes) middleware(next broker.Handler) broker.Handler {
 		case err == nil:
 			o.acked.Add(1)
 		case ctx.Err() != nil: // shutting down: the message goes back, nothing is final
+			o.cancelled.Add(1)
 		case broker.IsPermanent(err) || m.Attempt >= o.maxAttempts:
 			o.parked.Add(1)
+		default:
+			o.retried.Add(1)
 		}
 		return err
 	}
 }
 
 func (o *outcomes) settled() int64 { return o.acked.Load() + o.parked.Load() }
+
+func (o *outcomes) calls() handlerCalls {
+	return handlerCalls{acked: o.acked.Load(), retried: o.retried.Load(), parked: o.parked.Load(), cancelled: o.cancelled.Load()}
+}
+
+// handlerCalls counts handler calls by outcome.
+type handlerCalls struct {
+	acked     int64 // returned nil
+	retried   int64 // failed; the message is redelivered
+	parked    int64 // failed for good; the message goes to the dead-letter topic
+	cancelled int64 // failed at shutdown; the message is handed back
+}
+
+func (c handlerCalls) total() int64 { return c.acked + c.retried + c.parked + c.cancelled }

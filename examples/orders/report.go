@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/brokerotel"
 )
 
 // print writes the run's summary: the same lines every run, with the numbers
@@ -82,6 +83,10 @@ func (r *result) print(w io.Writer) {
 		fmt.Fprintf(w, "  emailed twice %d orders%s\n", len(dup), list(dup))
 	}
 
+	if r.metrics != nil {
+		r.metrics.print(w)
+	}
+
 	fmt.Fprintf(w, "\nhad the order service called SMTP synchronously, %d of these %d orders would have failed\n"+
 		"on email, and each would have waited %v on average for it (up to %v).\n",
 		r.sync.failed, len(r.orders)-poison, round(r.sync.avg), round(r.sync.max))
@@ -90,6 +95,33 @@ func (r *result) print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "\nFAILED: some orders were not emailed exactly once nor parked.\n")
 	}
+}
+
+// print writes the key figures of the Prometheus metrics, under their names.
+func (m *metricsSummary) print(w io.Writer) {
+	where := "not served"
+	if m.url != "" {
+		where = "served at " + m.url
+	}
+	fmt.Fprintf(w, "\nmetrics (%s)\n", where)
+	var byOutcome []string
+	for _, o := range []string{brokerotel.OutcomeOK, brokerotel.OutcomeRetry, brokerotel.OutcomeDeadLetter, brokerotel.OutcomeCancelled} {
+		if n, ok := m.handled[o]; ok {
+			byOutcome = append(byOutcome, fmt.Sprintf("%d %s", n, o))
+		}
+	}
+	fmt.Fprintf(w, "  %-38s %d: %s (mean handler %v)\n", promHandled, m.handlerCalls(),
+		strings.Join(byOutcome, ", "), round(time.Duration(m.meanHandler*float64(time.Second))))
+	fmt.Fprintf(w, "  %-38s %d\n", promSent, m.sent)
+	fmt.Fprintf(w, "  %s %s, %s %s at the end\n", promDepth, gauge(m.depth), promDeadLetters, gauge(m.deadLetters))
+}
+
+// gauge renders a gauge's value, "-" when the broker does not report it.
+func gauge(v int64) string {
+	if v < 0 {
+		return "-"
+	}
+	return fmt.Sprint(v)
 }
 
 func onceNote(sent, emailed int) string {

@@ -4,117 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/brokerotel"
 	"github.com/brokerkit/broker/dlq"
 	"github.com/brokerkit/broker/idempotency"
 	"github.com/brokerkit/broker/middleware"
 )
-
-// config is one run of the scenario.
-type config struct {
-	URL        string // broker URL, without consumer settings (see consumerURL)
-	Topic      string // the events' topic; dead letters go to Topic+".dlq"
-	Orders     int    // orders the order service accepts
-	Poison     int    // orders whose event payload is invalid
-	Duplicates int    // orders whose event the producer publishes twice
-	Seed       uint64 // decides customers, poison orders, duplicates and SMTP behaviour
-
-	Concurrency int           // notification handlers running at once
-	MaxAttempts int           // deliveries of an event before it is dead-lettered
-	BackoffMin  time.Duration // first redelivery delay
-	BackoffMax  time.Duration // longest redelivery delay
-	OrderByKey  bool          // one customer's notifications in order
-	SendTimeout time.Duration // middleware.Timeout around each notification
-	Deadline    time.Duration // how long to wait for every event to be dealt with
-
-	Logger *slog.Logger // for Dedupe; nil means slog.Default()
-}
-
-func defaultConfig() config {
-	return config{
-		URL:         "mem://",
-		Topic:       "orders.confirmed",
-		Orders:      200,
-		Poison:      3,
-		Duplicates:  8,
-		Seed:        1,
-		Concurrency: 8,
-		MaxAttempts: 4,
-		BackoffMin:  20 * time.Millisecond,
-		BackoffMax:  200 * time.Millisecond,
-		OrderByKey:  true,
-		SendTimeout: 100 * time.Millisecond,
-		Deadline:    30 * time.Second,
-	}
-}
-
-// Consumer groups of the two consumers.
-const (
-	notificationGroup = "notifications"
-	auditGroup        = "dead-letter-audit"
-)
-
-// consumerURL adds the notification consumer's settings to the broker URL as
-// query parameters, the portable way to configure a consumer opened with
-// broker.OpenConsumer (see broker.ConsumerOptions for the names). A parameter
-// already in the URL wins over the demo's.
-func consumerURL(cfg config) (string, error) {
-	return withQuery(cfg.URL, map[string]string{
-		"group":        notificationGroup,
-		"concurrency":  strconv.Itoa(cfg.Concurrency),
-		"max_attempts": strconv.Itoa(cfg.MaxAttempts),
-		"backoff_min":  cfg.BackoffMin.String(),
-		"backoff_max":  cfg.BackoffMax.String(),
-		"order_by_key": strconv.FormatBool(cfg.OrderByKey),
-	}, false)
-}
-
-// withQuery returns raw with params added to its query; with override they
-// replace parameters of the same name, else those in raw win. The part
-// before '?' is kept byte for byte ("mem://" would not survive url.URL).
-func withQuery(raw string, params map[string]string, override bool) (string, error) {
-	base, query, _ := strings.Cut(raw, "?")
-	q, err := url.ParseQuery(query)
-	if err != nil {
-		return "", fmt.Errorf("broker URL %q: query: %w", broker.Redact(raw), err)
-	}
-	for k, v := range params {
-		if override || !q.Has(k) {
-			q.Set(k, v)
-		}
-	}
-	return base + "?" + q.Encode(), nil
-}
-
-// effective returns cfg with the consumer settings that BROKER_URL overrode.
-func effective(cfg config, consumerURL string) config {
-	_, query, _ := strings.Cut(consumerURL, "?")
-	q, _ := url.ParseQuery(query)
-	if n, err := strconv.Atoi(q.Get("max_attempts")); err == nil && n > 0 {
-		cfg.MaxAttempts = n
-	}
-	if n, err := strconv.Atoi(q.Get("concurrency")); err == nil && n > 0 {
-		cfg.Concurrency = n
-	}
-	if d, err := time.ParseDuration(q.Get("backoff_min")); err == nil {
-		cfg.BackoffMin = d
-	}
-	if d, err := time.ParseDuration(q.Get("backoff_max")); err == nil {
-		cfg.BackoffMax = d
-	}
-	if b, err := strconv.ParseBool(q.Get("order_by_key")); err == nil {
-		cfg.OrderByKey = b
-	}
-	return cfg
-}
 
 // result is what a run observed.
 type result struct {
@@ -134,6 +33,13 @@ type result struct {
 	suppressed       int64 // duplicates skipped by Dedupe (Claim answered Done)
 	deferred         int64 // copies refused with ErrInProgress and redelivered
 	peakLag          int64 // -1 when the broker does not report it
+
+	// Handler calls of the notification consumer by what became of them, as
+	// the demo's outermost middleware saw them.
+	calls handlerCalls
+	// metrics is what the Prometheus exporter shows at the end of the run;
+	// nil without cfg.Telemetry.
+	metrics *metricsSummary
 
 	sync syncEstimate
 }
@@ -184,22 +90,31 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	}
 	cfg = effective(cfg, notifyURL)
 	res.cfg = cfg
-	auditURL, err := withQuery(cfg.URL, map[string]string{"group": auditGroup}, true)
+	auditURL, err := withQuery(cfg.URL, map[string]string{"group": auditGroup}, false)
 	if err != nil {
 		return nil, err
 	}
+	var otelOpts []brokerotel.Option // the global providers
+	if cfg.Telemetry != nil {
+		otelOpts = cfg.Telemetry.options()
+	}
+	// WithURL: the broker as messaging.system, and the consumer's group and
+	// max attempts, from which Metrics and Tracing infer each outcome.
+	pubURL := cfg.URL // one URL serves the publisher and the consumers
+	pubOpts := append(otelOpts[:len(otelOpts):len(otelOpts)], brokerotel.WithURL(pubURL))
+	notifyOpts := append(otelOpts[:len(otelOpts):len(otelOpts)], brokerotel.WithURL(notifyURL))
 
-	pub, err := broker.OpenPublisher(ctx, cfg.URL)
+	pub, err := broker.OpenPublisher(ctx, pubURL)
 	if err != nil {
 		return nil, err
 	}
 	defer pub.Close()
-	notifications, err := broker.OpenConsumer(ctx, notifyURL)
+	notifications, err := openConsumer(ctx, notifyURL)
 	if err != nil {
 		return nil, err
 	}
 	defer notifications.Close()
-	audit, err := broker.OpenConsumer(ctx, auditURL)
+	audit, err := openConsumer(ctx, auditURL)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +124,9 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	store := &countingStore{Store: idempotency.NewMemoryStore(nil)}
 	final := &outcomes{maxAttempts: cfg.MaxAttempts}
 	handler := broker.Chain((&notifier{smtp: smtp}).handle,
-		final.middleware,                    // counts what is acknowledged or parked
+		brokerotel.Tracing(notifyOpts...),   // a span per delivery, in the trace of the publish
+		brokerotel.Metrics(notifyOpts...),   // handled, failed, retried, dead-lettered, duration
+		final.middleware,                    // counts the handler calls by outcome
 		middleware.Recover(),                // a bug in the handler redelivers, it does not crash the service
 		middleware.Timeout(cfg.SendTimeout), // a hung SMTP connection is a failed attempt
 		idempotency.Dedupe(store, &idempotency.DedupeOptions{Namespace: notificationGroup, Logger: cfg.Logger}),
@@ -239,7 +156,7 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	for _, s := range []struct {
 		c            broker.Consumer
 		topic, group string
-	}{{audit, deadTopic, auditGroup}, {notifications, cfg.Topic, notificationGroup}} {
+	}{{audit, deadTopic, groupOf(auditURL)}, {notifications, cfg.Topic, groupOf(notifyURL)}} {
 		if err := waitSubscribed(runCtx, s.c, s.topic, failed); err != nil {
 			return nil, fmt.Errorf("consumer group %s on %s: %w", s.group, s.topic, err)
 		}
@@ -247,10 +164,20 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	var peak atomic.Int64
 	peak.Store(-1)
 	wg.Go(func() { sampleLag(runCtx, notifications, cfg.Topic, &peak) })
+	// Depth, lag and dead letters as gauges, read from the broker at each
+	// scrape.
+	if sr, ok := notifications.(broker.StatsReader); ok {
+		unregister, err := brokerotel.ObserveStats(sr, []brokerotel.Target{{Topic: cfg.Topic}}, notifyOpts...)
+		if err != nil {
+			return nil, err
+		}
+		defer unregister()
+	}
 
 	// The order service: accepting an order costs one publish, whatever the
-	// state of the email provider.
-	svc := &orderService{pub: pub, topic: cfg.Topic}
+	// state of the email provider. Its publisher starts the trace of each
+	// event and counts what it sends.
+	svc := &orderService{pub: brokerotel.WrapPublisher(pub, pubOpts...), topic: cfg.Topic}
 	start := time.Now()
 	for _, o := range res.orders {
 		for range o.publishes { // a second publish: the producer retried after a lost reply
@@ -291,8 +218,26 @@ func run(ctx context.Context, cfg config) (*result, error) {
 	res.smtpFailures, res.smtpTimeouts = smtp.failures.Load(), smtp.timeouts.Load()
 	res.suppressed, res.deferred = store.done.Load(), store.inProgress.Load()
 	res.peakLag = peak.Load()
+	res.calls = final.calls()
 	res.sync = estimateSync(smtp, res.orders, cfg.SendTimeout)
+	if cfg.Telemetry != nil {
+		// While the gauges are still registered and the consumers open.
+		if res.metrics, err = cfg.Telemetry.summary(cfg.Topic); err != nil {
+			return nil, err
+		}
+		res.metrics.url = cfg.Telemetry.url
+	}
 	return res, nil
+}
+
+// openConsumer opens a consumer for rawURL, with a hint when the broker
+// cannot serve its group.
+func openConsumer(ctx context.Context, rawURL string) (broker.Consumer, error) {
+	c, err := broker.OpenConsumer(ctx, rawURL)
+	if errors.Is(err, broker.ErrUnsupported) {
+		return nil, fmt.Errorf("%w (on a broker without fan-out, such as SQS, add group=default to BROKER_URL)", err)
+	}
+	return c, err
 }
 
 // waitSubscribed waits until the broker reports a consumer on topic for c's

@@ -180,6 +180,18 @@ type Capabilities struct {
 	OrderedByKey bool
 }
 
+// CapabilitiesOf reports what c's adapter supports, and false when c does not
+// say (a consumer wrapped by code that hides its methods). Every adapter in
+// this module says. A capability that depends on the topic is reported as
+// present, and Consume checks it for the topic: SQS keeps order by key on
+// FIFO queues only.
+func CapabilitiesOf(c Consumer) (Capabilities, bool) {
+	if r, ok := c.(interface{ Capabilities() Capabilities }); ok {
+		return r.Capabilities(), true
+	}
+	return Capabilities{}, false
+}
+
 // Stats are a topic's figures for one consumer group, as the broker reports
 // them. A figure the broker cannot give is -1.
 type Stats struct {

@@ -117,3 +117,16 @@ func ExampleOpenConsumerWith() {
 	fmt.Println(o.Group, o.Concurrency, o.DeadLetterIf != nil)
 	// Output: mailer 16 true
 }
+
+// Ask a consumer what its broker can do before relying on it.
+func ExampleCapabilitiesOf() {
+	c, err := broker.OpenConsumer(context.Background(), "mem://example-caps")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	caps, ok := broker.CapabilitiesOf(c)
+	fmt.Println(ok, caps.FanOut, caps.OrderedByKey)
+	// Output: true true true
+}

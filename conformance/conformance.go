@@ -585,6 +585,15 @@ func testOrderingCapability(t *testing.T, h Harness) {
 	o := opts("")
 	o.OrderByKey = true
 	topic := h.topic(t)
+	if c, err := h.NewConsumer(t, opts("")); err == nil {
+		// The consumer must claim what the harness declares. It may claim
+		// more where the answer depends on the topic (SQS: FIFO queues).
+		if caps, ok := broker.CapabilitiesOf(c); ok &&
+			(h.Capabilities.FanOut && !caps.FanOut || h.Capabilities.OrderedByKey && !caps.OrderedByKey) {
+			t.Errorf("broker.CapabilitiesOf(consumer) = %+v, but the harness declares %+v", caps, h.Capabilities)
+		}
+		_ = c.Close()
+	}
 	c, err := h.NewConsumer(t, o)
 	if h.Capabilities.OrderedByKey {
 		if err != nil {

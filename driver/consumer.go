@@ -57,6 +57,10 @@ func NewConsumer(name string, r Receiver, dead Sender, opts broker.ConsumerOptio
 	return &Consumer{name: name, r: r, dead: dead, opts: opts, feats: feats, closing: make(chan struct{})}, nil
 }
 
+// Capabilities reports what the adapter under the consumer supports; see
+// broker.CapabilitiesOf.
+func (c *Consumer) Capabilities() broker.Capabilities { return c.feats.Capabilities }
+
 // Options returns the consumer's options with defaults applied.
 func (c *Consumer) Options() broker.ConsumerOptions { return c.opts }
 

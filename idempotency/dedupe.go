@@ -37,7 +37,10 @@ type DedupeOptions struct {
 	// Zero means 24 hours.
 	TTL time.Duration
 	// SettleTimeout bounds the Complete or Release after the handler returned,
-	// which run even when the handler's context has ended. Zero means 10s.
+	// which run even when the handler's context has ended. The deadline is
+	// rounded up by at most a sixteenth of it, so that the settles of many
+	// messages share one timer; a MemoryStore, which never waits, gets none.
+	// Zero means 10s.
 	SettleTimeout time.Duration
 	// Logger receives what Dedupe cannot return: a Complete or Release that
 	// failed. Nil means slog.Default().
@@ -56,7 +59,9 @@ type DedupeOptions struct {
 //     its backoff, when the other worker has finished. Each such redelivery uses
 //     one of the consumer's MaxAttempts; a copy that runs out of attempts this
 //     way is dead-lettered with ErrInProgress as its reason (a redrive of it is
-//     skipped as Done once the other worker completed). A consumer with
+//     skipped as Done once the other worker completed), unless the consumer's
+//     ConsumerOptions.DeadLetterIf refuses errors wrapping ErrInProgress, which
+//     keeps such copies retrying until the other worker ends. A consumer with
 //     OrderByKey never runs two copies of one message (same Key) at once, so it
 //     meets InProgress only from other consumers.
 //   - Claimed: the handler runs. When it returns nil, Dedupe marks the key
@@ -95,6 +100,12 @@ func Dedupe(store Store, opts *DedupeOptions) broker.Middleware {
 		d.opts = *opts
 	}
 	d.opts = d.opts.withDefaults()
+	if d.opts.Namespace != "" {
+		d.prefix = d.opts.Namespace + ":"
+	}
+	if _, inProcess := store.(*MemoryStore); !inProcess {
+		d.deadlines = newSettleDeadlines(d.opts.SettleTimeout)
+	}
 	return func(next broker.Handler) broker.Handler {
 		return func(ctx context.Context, m *broker.Message) error {
 			return d.handle(ctx, m, next)
@@ -127,8 +138,10 @@ func (o DedupeOptions) withDefaults() DedupeOptions {
 }
 
 type dedupe struct {
-	store Store
-	opts  DedupeOptions
+	store     Store
+	opts      DedupeOptions
+	prefix    string           // Namespace and ":", or empty
+	deadlines *settleDeadlines // nil for a MemoryStore, which never waits on I/O
 }
 
 func (d *dedupe) handle(ctx context.Context, m *broker.Message, next broker.Handler) error {
@@ -136,8 +149,8 @@ func (d *dedupe) handle(ctx context.Context, m *broker.Message, next broker.Hand
 	if key == "" {
 		return broker.Permanent(fmt.Errorf("idempotency: message %q has an empty idempotency key: %w", m.ID, broker.ErrInvalidArgument))
 	}
-	if d.opts.Namespace != "" {
-		key = d.opts.Namespace + ":" + key
+	if d.prefix != "" {
+		key = d.prefix + key
 	}
 	c, err := d.store.Claim(ctx, key, d.opts.Lease)
 	switch {
@@ -172,8 +185,12 @@ func (d *dedupe) handle(ctx context.Context, m *broker.Message, next broker.Hand
 // settle completes c when the handler succeeded and releases it otherwise,
 // logging what could not be done.
 func (d *dedupe) settle(ctx context.Context, m *broker.Message, c Claim, complete bool) {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.opts.SettleTimeout)
-	defer cancel()
+	var sctx context.Context
+	if d.deadlines != nil {
+		sctx = d.deadlines.context(ctx)
+	} else {
+		sctx = context.WithoutCancel(ctx) // no deadline to read the clock for: the store does not block
+	}
 	var err error
 	for try, pause := 1, settleWait; ; try, pause = try+1, 2*pause {
 		if complete {

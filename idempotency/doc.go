@@ -53,7 +53,8 @@
 // in the same transaction as the effect, which only a store that lives in the
 // same database as the effect can offer.
 //
-// Stores are MemoryStore (one process, bounded) and, later, shared stores
-// (Redis, SQL) for services with several replicas. Package storetest is the
+// Stores are MemoryStore (one process, bounded) and, for services with several
+// replicas, packages redisstore and sqlstore (PostgreSQL, SQLite; its DedupeTx
+// closes that gap for effects in the same database). Package storetest is the
 // suite every Store must pass.
 package idempotency

@@ -1,58 +1,63 @@
 package idempotency
 
 import (
-	"container/heap"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
-	"sync"
+	"hash/maphash"
+	"math"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/brokerkit/broker"
 )
 
-// sweepBatch is how many expired records each Claim removes at most, so that
-// expired keys do not pile up until MaxKeys and no single call pays for many.
-const sweepBatch = 16
+// A MemoryStore is split into up to maxShards shards by a hash of the key, each
+// with its own lock and its share of MaxKeys, so that concurrent handlers
+// seldom wait for each other; a shard holds at least minShardKeys of MaxKeys,
+// so a small store is one shard.
+const (
+	maxShards    = 16
+	minShardKeys = 4096
+)
 
 // MemoryOptions configure a MemoryStore. The zero value is valid.
 type MemoryOptions struct {
 	// MaxKeys bounds the records held: live claims and Done keys. Zero means
 	// 1,000,000. Negative panics.
 	MaxKeys int
-	// Now is the store's clock. Nil means time.Now. Tests pass a fake clock to
-	// expire leases and TTLs without waiting.
+	// Now is the store's clock. Nil means the process's monotonic clock, which
+	// changes of the wall clock do not move. Tests pass a fake clock to expire
+	// leases and TTLs without waiting.
 	Now func() time.Time
 }
 
 // MemoryStore is a Store for one process, bounded in size. It is safe for
 // concurrent use. Expired records are removed lazily by later Claims, with no
-// background goroutine. When MaxKeys records are held and a new key is
-// claimed, the store evicts an expired record if there is one, else the Done
-// record nearest its expiry (with a single TTL, the oldest); it never evicts a
-// live claim, and fails with an error wrapping broker.ErrFull when only live
-// claims remain. An evicted Done key can run once more if its message comes
-// back; size MaxKeys for the keys completed within one TTL.
+// background goroutine.
+//
+// The records are split into shards by a hash of the key (a store with a
+// MaxKeys of 131,072 or more has 16), each bounded to its share of MaxKeys.
+// When a new key's shard is full, it evicts an expired record if it has one,
+// else its Done record nearest expiry (with a single TTL, the oldest); it
+// never evicts a live claim, and the Claim fails with an error wrapping
+// broker.ErrFull when the shard holds only live claims. An evicted Done key
+// can run once more if its message comes back; size MaxKeys for the keys
+// completed within one TTL.
+//
+// Its owner tokens are unique within the process (a counter from a random
+// start), which is all that fencing a stale owner takes in one process.
 type MemoryStore struct {
-	now func() time.Time
-	max int
-
-	mu     sync.Mutex
-	recs   map[string]*record
-	claims expiryHeap // live or expired claims, by lease end
-	done   expiryHeap // Done records, by expiry
+	now    func() int64 // nanoseconds on the store's clock
+	seed   maphash.Seed
+	shards []shard // a power of two of them
+	token  atomic.Uint64
+	sweep  atomic.Uint64 // the shard a Claim sweeps besides its own, in turn
 }
 
 var _ Store = (*MemoryStore)(nil)
-
-// record is one key's state. It sits in exactly one of the two heaps.
-type record struct {
-	key     string
-	token   string
-	done    bool
-	expires time.Time
-	index   int // position in its heap
-}
 
 // NewMemoryStore returns an empty store; nil opts means the defaults. It
 // panics if opts.MaxKeys is negative, a programming error.
@@ -67,21 +72,51 @@ func NewMemoryStore(opts *MemoryOptions) *MemoryStore {
 	if o.MaxKeys == 0 {
 		o.MaxKeys = 1_000_000
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	n := 1
+	for n < maxShards && o.MaxKeys/(2*n) >= minShardKeys {
+		n *= 2
 	}
-	return &MemoryStore{now: o.Now, max: o.MaxKeys, recs: map[string]*record{}}
+	s := &MemoryStore{seed: maphash.MakeSeed(), shards: make([]shard, n)}
+	for i := range s.shards {
+		s.shards[i].recs = map[string]*record{}
+		s.shards[i].max = o.MaxKeys / n
+		if i < o.MaxKeys%n {
+			s.shards[i].max++
+		}
+	}
+	if o.Now != nil {
+		s.now = func() int64 { return o.Now().UnixNano() }
+	} else {
+		start := time.Now()
+		s.now = func() int64 { return int64(time.Since(start)) } // reads only the monotonic clock
+	}
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	s.token.Store(binary.LittleEndian.Uint64(seed[:]))
+	return s
 }
 
 // Len returns the number of records held, including expired ones not yet
 // removed.
 func (s *MemoryStore) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.recs)
+	n := 0
+	for i := range s.shards {
+		n += s.shards[i].len()
+	}
+	return n
 }
 
-// Claim implements Store.
+// shardOf returns the shard that holds key.
+func (s *MemoryStore) shardOf(key string) *shard {
+	if len(s.shards) == 1 {
+		return &s.shards[0]
+	}
+	return &s.shards[maphash.String(s.seed, key)&uint64(len(s.shards)-1)]
+}
+
+// Claim implements Store. Besides the key's shard, it sweeps the expired
+// records of one other shard, in turn, unless that shard is busy, so that
+// every shard is swept however the keys fall.
 func (s *MemoryStore) Claim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return Claim{}, err
@@ -92,28 +127,22 @@ func (s *MemoryStore) Claim(ctx context.Context, key string, lease time.Duration
 	if lease <= 0 {
 		return Claim{}, fmt.Errorf("idempotency: claim %q: lease %v is not positive: %w", key, lease, broker.ErrInvalidArgument)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	token := s.token.Add(1)
 	now := s.now()
-	s.sweep(now, sweepBatch)
-	r := s.recs[key]
-	if r != nil && now.Before(r.expires) {
-		if r.done {
-			return Claim{Key: key, State: Done}, nil
-		}
-		return Claim{Key: key, State: InProgress}, nil
-	}
-	if r != nil { // expired: take it over
-		s.remove(r)
-	} else if len(s.recs) >= s.max {
-		if err := s.evict(now); err != nil {
-			return Claim{}, fmt.Errorf("idempotency: claim %q: %w", key, err)
+	own := s.shardOf(key)
+	state, err := own.claim(key, token, now, after(now, lease))
+	if len(s.shards) > 1 {
+		if other := &s.shards[s.sweep.Add(1)&uint64(len(s.shards)-1)]; other != own {
+			other.trySweep(now)
 		}
 	}
-	r = &record{key: key, token: rand.Text(), expires: now.Add(lease)}
-	s.recs[key] = r
-	heap.Push(&s.claims, r)
-	return Claim{Key: key, Token: r.token, State: Claimed}, nil
+	switch {
+	case err != nil:
+		return Claim{}, fmt.Errorf("idempotency: claim %q: %w", key, err)
+	case state != Claimed:
+		return Claim{Key: key, State: state}, nil
+	}
+	return Claim{Key: key, Token: strconv.FormatUint(token, 36), State: Claimed}, nil
 }
 
 // Complete implements Store.
@@ -127,21 +156,9 @@ func (s *MemoryStore) Complete(ctx context.Context, c Claim, ttl time.Duration) 
 	if ttl <= 0 {
 		return fmt.Errorf("idempotency: complete %q: TTL %v is not positive: %w", c.Key, ttl, broker.ErrInvalidArgument)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	r, err := s.owned("complete", c, now)
-	if err != nil {
-		return err
+	if err := s.shardOf(c.Key).complete(c, s.now(), ttl); err != nil {
+		return fmt.Errorf("idempotency: complete %q: %w", c.Key, err)
 	}
-	if r.done {
-		return nil // completed by this claim already
-	}
-	s.remove(r)
-	r.done = true
-	r.expires = now.Add(ttl)
-	s.recs[r.key] = r
-	heap.Push(&s.done, r)
 	return nil
 }
 
@@ -153,16 +170,9 @@ func (s *MemoryStore) Release(ctx context.Context, c Claim) error {
 	if err := checkOwned("release", c); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := s.owned("release", c, s.now())
-	if err != nil {
-		return err
+	if err := s.shardOf(c.Key).release(c, s.now()); err != nil {
+		return fmt.Errorf("idempotency: release %q: %w", c.Key, err)
 	}
-	if r.done {
-		return fmt.Errorf("idempotency: release %q: the key is already completed: %w", c.Key, ErrNotOwner)
-	}
-	s.remove(r)
 	return nil
 }
 
@@ -174,78 +184,11 @@ func checkOwned(op string, c Claim) error {
 	return nil
 }
 
-// owned returns c's record if c still holds it: same token, not expired.
-func (s *MemoryStore) owned(op string, c Claim, now time.Time) (*record, error) {
-	r := s.recs[c.Key]
-	switch {
-	case r == nil:
-		return nil, fmt.Errorf("idempotency: %s %q: the key is not claimed (lease expired or released): %w", op, c.Key, ErrNotOwner)
-	case r.token != c.Token:
-		return nil, fmt.Errorf("idempotency: %s %q: another owner claimed the key: %w", op, c.Key, ErrNotOwner)
-	case !now.Before(r.expires) && !r.done:
-		return nil, fmt.Errorf("idempotency: %s %q: the lease expired at %v: %w", op, c.Key, r.expires.Format(time.RFC3339Nano), ErrNotOwner)
-	case !now.Before(r.expires):
-		return nil, fmt.Errorf("idempotency: %s %q: the key's Done record expired: %w", op, c.Key, ErrNotOwner)
+// after is the time d after now on the store's clock, or the end of time when
+// that does not fit.
+func after(now int64, d time.Duration) int64 {
+	if int64(d) > math.MaxInt64-now {
+		return math.MaxInt64
 	}
-	return r, nil
-}
-
-// sweep removes up to n expired records from the front of each heap.
-func (s *MemoryStore) sweep(now time.Time, n int) {
-	for _, h := range []*expiryHeap{&s.claims, &s.done} {
-		for i := 0; i < n && h.Len() > 0 && !now.Before((*h)[0].expires); i++ {
-			s.remove((*h)[0])
-		}
-	}
-}
-
-// evict makes room for one record: an expired claim, else the Done record
-// nearest its expiry (expired or not). Live claims are never evicted.
-func (s *MemoryStore) evict(now time.Time) error {
-	switch {
-	case s.claims.Len() > 0 && !now.Before(s.claims[0].expires):
-		s.remove(s.claims[0])
-	case s.done.Len() > 0:
-		s.remove(s.done[0])
-	default:
-		return fmt.Errorf("memory store holds %d live claims, its MaxKeys: %w", s.claims.Len(), broker.ErrFull)
-	}
-	return nil
-}
-
-// remove deletes r from the map and from its heap.
-func (s *MemoryStore) remove(r *record) {
-	if r.done {
-		heap.Remove(&s.done, r.index)
-	} else {
-		heap.Remove(&s.claims, r.index)
-	}
-	delete(s.recs, r.key)
-}
-
-// expiryHeap is a min-heap of records by expiry; it implements heap.Interface.
-type expiryHeap []*record
-
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].expires.Before(h[j].expires) }
-func (h expiryHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
-}
-
-func (h *expiryHeap) Push(x any) {
-	r := x.(*record)
-	r.index = len(*h)
-	*h = append(*h, r)
-}
-
-func (h *expiryHeap) Pop() any {
-	old := *h
-	n := len(old)
-	r := old[n-1]
-	old[n-1] = nil
-	r.index = -1
-	*h = old[:n-1]
-	return r
+	return now + int64(d)
 }

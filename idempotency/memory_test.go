@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -130,6 +131,35 @@ func TestMemoryStoreSweepsExpired(t *testing.T) {
 	if s.Len() != 100 {
 		t.Fatalf("after the records expired and 100 new claims, Len = %d, want 100", s.Len())
 	}
+}
+
+// A store large enough to be sharded still holds at most MaxKeys records.
+func TestMemoryStoreStaysWithinMaxKeys(t *testing.T) {
+	const maxKeys = 4 * 4096 // four shards
+	s := idempotency.NewMemoryStore(&idempotency.MemoryOptions{MaxKeys: maxKeys})
+	for i := range 3 * maxKeys {
+		mustComplete(t, s, mustClaim(t, s, fmt.Sprint("k", i), time.Hour), time.Hour)
+		if i%1000 == 0 && s.Len() > maxKeys {
+			t.Fatalf("after %d keys, Len = %d, over MaxKeys %d", i+1, s.Len(), maxKeys)
+		}
+	}
+	if s.Len() > maxKeys {
+		t.Fatalf("Len = %d, over MaxKeys %d", s.Len(), maxKeys)
+	}
+	wantState(t, s, fmt.Sprint("k", 3*maxKeys-1), idempotency.Done) // the newest are kept
+}
+
+// A lease or TTL too long to add to the clock lasts forever instead of
+// wrapping around into the past.
+func TestMemoryStoreEndlessDurations(t *testing.T) {
+	clock := newFakeClock()
+	s := idempotency.NewMemoryStore(&idempotency.MemoryOptions{Now: clock.Now})
+	endless := time.Duration(math.MaxInt64)
+	mustComplete(t, s, mustClaim(t, s, "done", endless), endless)
+	mustClaim(t, s, "held", endless)
+	clock.Advance(100 * 365 * 24 * time.Hour)
+	wantState(t, s, "done", idempotency.Done)
+	wantState(t, s, "held", idempotency.InProgress)
 }
 
 func TestMemoryStoreNegativeMaxKeysPanics(t *testing.T) {

@@ -51,9 +51,9 @@ func (s State) String() string {
 type Claim struct {
 	// Key is the claimed key.
 	Key string
-	// Token is the owner's random token when State is Claimed, and empty
-	// otherwise. Complete and Release compare it with the token the store
-	// holds.
+	// Token is the owner's token, unique to this claim, when State is
+	// Claimed, and empty otherwise. Complete and Release compare it with the
+	// token the store holds.
 	Token string
 	// State says whether the caller now owns the key.
 	State State

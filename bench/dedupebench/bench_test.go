@@ -2,23 +2,16 @@ package dedupebench
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"path/filepath"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib"
-	"github.com/redis/go-redis/v9"
-	_ "modernc.org/sqlite"
-
 	"github.com/brokerkit/broker"
-	"github.com/brokerkit/broker/adapters/membroker"
 	"github.com/brokerkit/broker/idempotency"
-	"github.com/brokerkit/broker/idempotency/redisstore"
-	"github.com/brokerkit/broker/idempotency/sqlstore"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
@@ -27,173 +20,198 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // The settings every case shares.
 const (
 	bodySize    = 256
-	concurrency = 16 // handlers at once: a store round trip each
-	rounds      = 2  // every case runs this many times, interleaved, against the noise of a shared machine
+	concurrency = 16 // the consumer's handlers
+	publishers  = 8  // goroutines publishing the backlog
+	// rounds is how many times every case runs, interleaved: the machine is
+	// shared and noisy, so each dedupe case is compared with the bare case of
+	// its own round, and the medians are reported.
+	rounds = 5
+	// caseTimeout bounds one case's consumption.
+	caseTimeout = 3 * time.Minute
 	ttl         = 10 * time.Minute
 )
 
 var body = make([]byte, bodySize)
 
-// BenchmarkConsume consumes b.N messages already queued on the in-memory
-// broker with a no-op handler: bare, then behind idempotency.Dedupe over each
-// store. Each case reports msgs/s and x-bare, its rate over the rate of the
-// bare case of the same round.
+// adapter is a broker under test: how to make a topic with nothing in it,
+// publish to it and consume from it.
+type adapter struct {
+	name string
+	// messages is the backlog of every case on this adapter, sized so that a
+	// case lasts about a second or more on the slowest store.
+	messages int
+	// batch is how many messages one Publish call carries.
+	batch int
+	open  func(b *testing.B) target
+}
+
+// target is an opened adapter.
+type target interface {
+	// topic returns a new, empty topic, and a func that deletes it with
+	// whatever the library created for it.
+	topic(b *testing.B) (name string, remove func())
+	publisher() broker.Publisher
+	consumer(b *testing.B, opts *broker.ConsumerOptions) broker.Consumer
+}
+
+// store is one way of running the handler: bare (open returns nil) or behind
+// Dedupe over a store. open returns a store with nothing in it; the time it
+// takes is not measured.
+type store struct {
+	name string
+	open func(b *testing.B) idempotency.Store
+}
+
+// BenchmarkConsume measures, on each adapter, the consumption of a backlog by
+// a consumer with Concurrency 16 and a handler that does nothing: bare, and
+// behind idempotency.Dedupe over the memory, Redis and PostgreSQL stores.
+// Each adapter is one benchmark run whatever -benchtime says (its ns/op is
+// the run's wall time); it logs each round's rates and reports the median
+// rate of the bare cases and, for each store, the median of its x-bare
+// ratios (rate over the bare rate of the same round).
 func BenchmarkConsume(b *testing.B) {
-	stores := []struct {
-		name string
-		open func(b *testing.B) idempotency.Store
-	}{
+	stores := []store{
+		{"bare", func(*testing.B) idempotency.Store { return nil }},
 		{"memory", func(*testing.B) idempotency.Store { return idempotency.NewMemoryStore(nil) }},
-		{"redis", openRedis},
-		{"postgres", openPostgres},
-		{"sqlite", openSQLite},
+		{"redis", openRedis(b)},
+		{"postgres", openPostgres(b)},
 	}
-	opened := make([]idempotency.Store, len(stores))
-	for i, s := range stores {
-		opened[i] = s.open(b)
-	}
-	for range rounds {
-		var bare float64
-		b.Run("bare", func(b *testing.B) { bare = consume(b, nil, 0) })
-		for i, s := range stores {
-			b.Run(s.name, func(b *testing.B) {
-				dedupe := idempotency.Dedupe(opened[i], &idempotency.DedupeOptions{Namespace: rand.Text(), TTL: ttl})
-				consume(b, dedupe, bare)
-			})
-		}
+	for _, a := range adapters {
+		b.Run(a.name, func(b *testing.B) {
+			t := a.open(b)
+			rates := make([][]float64, len(stores)) // by store, then round
+			for r := range rounds {
+				for k := range stores {
+					// Every other round runs the cases backwards, so that no
+					// case always runs first, and bare and memory, whose ratio
+					// is the finest, always run side by side.
+					i := k
+					if r%2 == 1 {
+						i = len(stores) - 1 - k
+					}
+					rates[i] = append(rates[i], consume(b, a, t, stores[i]))
+				}
+			}
+			report(b, stores, rates)
+		})
 	}
 }
 
-// consume publishes b.N messages to a new topic, then times their
-// consumption through mw (nil: none) and returns the rate. With bare, it also
-// reports the rate's ratio to it.
-func consume(b *testing.B, mw broker.Middleware, bare float64) float64 {
-	br, err := membroker.New(&membroker.Options{MaxQueued: 1 << 30})
-	if err != nil {
-		b.Fatal(err)
+// consume publishes a.messages messages to a new topic, consumes them with
+// the handler behind s, and returns the rate from the start of the first
+// handler call to the end of the last, so that a consumer's start (a Kafka
+// group join) does not count.
+func consume(b *testing.B, a adapter, t target, s store) float64 {
+	topic, remove := t.topic(b)
+	defer remove()
+	publish(b, t.publisher(), topic, a.messages, a.batch)
+	var h broker.Handler = func(context.Context, *broker.Message) error { return nil }
+	if st := s.open(b); st != nil {
+		h = idempotency.Dedupe(st, &idempotency.DedupeOptions{TTL: ttl})(h)
 	}
-	pub := br.NewPublisher()
-	defer pub.Close()
+	c := t.consumer(b, &broker.ConsumerOptions{Concurrency: concurrency})
+	defer c.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	batch := make([]*broker.Message, 0, 1000)
-	for i := range b.N {
-		batch = append(batch, &broker.Message{Body: body})
-		if len(batch) == cap(batch) || i == b.N-1 {
-			if err := pub.Publish(ctx, "bench", batch...); err != nil {
-				b.Fatal(err)
-			}
-			batch = batch[:0]
-		}
-	}
-	c, err := br.NewConsumer(&broker.ConsumerOptions{Concurrency: concurrency})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
 
-	var handled atomic.Int64
+	var handled, first, last atomic.Int64 // first and last in Unix nanoseconds
 	done := make(chan struct{})
-	var h broker.Handler = func(context.Context, *broker.Message) error { return nil }
-	if mw != nil {
-		h = mw(h)
-	}
-	failed := make(chan error, 2)
+	failed := make(chan error, 1)
 	counted := func(ctx context.Context, m *broker.Message) error {
-		err := h(ctx, m)
-		if err != nil {
+		if first.Load() == 0 { // no clock read per message: it would count on both sides
+			first.CompareAndSwap(0, time.Now().UnixNano())
+		}
+		if err := h(ctx, m); err != nil {
 			select {
 			case failed <- err:
 			default:
 			}
-		} else if handled.Add(1) == int64(b.N) {
+			return err
+		}
+		if handled.Add(1) == int64(a.messages) {
+			last.Store(time.Now().UnixNano())
 			close(done)
 		}
-		return err
+		return nil
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
 	go func() {
-		if err := c.Consume(ctx, "bench", counted); err != nil && ctx.Err() == nil {
-			failed <- err
+		if err := c.Consume(ctx, topic, counted); err != nil && ctx.Err() == nil {
+			select {
+			case failed <- err:
+			default:
+			}
 		}
 	}()
 	select {
 	case <-done:
 	case err := <-failed:
-		b.Fatalf("after %d of %d messages: %v", handled.Load(), b.N, err)
+		b.Fatalf("%s: after %d of %d messages: %v", s.name, handled.Load(), a.messages, err)
+	case <-time.After(caseTimeout):
+		b.Fatalf("%s: %d of %d messages after %v", s.name, handled.Load(), a.messages, caseTimeout)
 	}
-	b.StopTimer()
-	rate := float64(b.N) / b.Elapsed().Seconds()
-	b.ReportMetric(rate, "msgs/s")
-	if bare > 0 {
-		b.ReportMetric(rate/bare, "x-bare")
-	}
-	return rate
+	return float64(a.messages) / time.Duration(last.Load()-first.Load()).Seconds()
 }
 
-func openRedis(b *testing.B) idempotency.Store {
-	opts, err := redis.ParseURL(testenv.RedisURL(b))
-	if err != nil {
-		b.Fatal(err)
+// publish publishes n messages to topic with publishers goroutines, each
+// sending batches of batch.
+func publish(b *testing.B, p broker.Publisher, topic string, n, batch int) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Go(func() {
+			for {
+				start := int(next.Add(int64(batch))) - batch
+				if start >= n {
+					return
+				}
+				msgs := make([]*broker.Message, min(batch, n-start))
+				for i := range msgs {
+					msgs[i] = &broker.Message{Body: body}
+				}
+				if err := p.Publish(context.Background(), topic, msgs...); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	}
-	opts.PoolSize = concurrency
-	client := redis.NewClient(opts)
-	prefix := "brokerkit-bench:" + rand.Text() + ":"
-	b.Cleanup(func() {
-		ctx := context.Background()
-		iter := client.Scan(ctx, 0, prefix+"*", 10_000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			if keys = append(keys, iter.Val()); len(keys) == 1000 {
-				client.Unlink(ctx, keys...)
-				keys = keys[:0]
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+}
+
+// report logs the rates of every round and reports the medians.
+func report(b *testing.B, stores []store, rates [][]float64) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "msgs/s by round (x-bare of the round)\n")
+	for i, s := range stores {
+		fmt.Fprintf(&sb, "%-9s", s.name)
+		var ratios []float64
+		for r, rate := range rates[i] {
+			ratio := rate / rates[0][r]
+			ratios = append(ratios, ratio)
+			fmt.Fprintf(&sb, " %9.0f", rate)
+			if i > 0 {
+				fmt.Fprintf(&sb, " (%.2f)", ratio)
 			}
 		}
-		if len(keys) > 0 {
-			client.Unlink(ctx, keys...)
+		fmt.Fprintf(&sb, "   median %.0f", median(rates[i]))
+		if i > 0 {
+			fmt.Fprintf(&sb, ", x-bare %.2f", median(ratios))
+			b.ReportMetric(median(ratios), s.name+"-x")
+		} else {
+			b.ReportMetric(median(rates[i]), "bare-msgs/s")
 		}
-		_ = client.Close()
-	})
-	return redisstore.New(client, &redisstore.Options{KeyPrefix: prefix})
+		sb.WriteByte('\n')
+	}
+	b.Log(sb.String())
 }
 
-func openPostgres(b *testing.B) idempotency.Store {
-	db, err := sql.Open("pgx", testenv.PostgresURL(b))
-	if err != nil {
-		b.Fatal(err)
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
 	}
-	db.SetMaxOpenConns(concurrency)
-	db.SetMaxIdleConns(concurrency) // the default of 2 would reconnect all the time
-	return openSQL(b, db)
-}
-
-// openSQLite opens a WAL database with synchronous=NORMAL (durable across a
-// process crash, not a power cut) and one connection: SQLite has one writer,
-// and queueing in database/sql beats SQLite's busy-wait sleeps.
-func openSQLite(b *testing.B) idempotency.Store {
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(b.TempDir(), "bench.db")+
-		"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)")
-	if err != nil {
-		b.Fatal(err)
-	}
-	db.SetMaxOpenConns(1)
-	return openSQL(b, db)
-}
-
-// openSQL creates a table of its own in db, dropped after b.
-func openSQL(b *testing.B, db *sql.DB) idempotency.Store {
-	table := "brokerkit_bench_" + strings.ToLower(rand.Text())
-	s, err := sqlstore.New(db, &sqlstore.Options{Table: table})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.CreateTable(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_, _ = db.Exec("DROP TABLE " + table)
-		_ = db.Close()
-	})
-	return s
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -1,14 +1,16 @@
-// Package dedupebench measures what idempotency.Dedupe costs a consumer, over
-// each store, in one run: b.N 256-byte messages already queued on the
-// in-memory broker are consumed by 16 concurrent no-op handlers, bare and then
-// behind Dedupe over the memory, Redis, PostgreSQL and SQLite stores. Every
-// message has a new ID, so each costs one Claim and one Complete. Each case
-// reports msgs/s and x-bare, its rate over the bare rate of the same round;
-// the cases run twice, interleaved, because the machine is shared.
+// Package dedupebench measures what idempotency.Dedupe costs a consumer, on
+// every adapter and over every shared store, in one run: for the in-memory
+// broker, RabbitMQ, Kafka and SQS (ElasticMQ), a backlog of 256-byte messages
+// published before timing starts is consumed by a consumer with Concurrency 16
+// and a handler that does nothing, bare and behind Dedupe over the memory,
+// Redis and PostgreSQL stores. Every message has a new ID, so each costs one
+// Claim and one Complete. The cases run five times, interleaved, and each
+// adapter reports the median bare rate and, per store, the median of its
+// ratios to the bare rate of the same round (README.md has the results).
 //
-// Redis and PostgreSQL come from internal/testenv (BROKERKIT_REDIS_URL,
-// BROKERKIT_POSTGRES_URL, or containers); SQLite is a WAL file in a temporary
-// directory. Run it with
+// The brokers, Redis and PostgreSQL come from internal/testenv (the
+// BROKERKIT_* variables that scripts/brokers.sh env prints, or containers).
+// Run it with
 //
 //	go test -run '^$' -bench . ./bench/dedupebench/
 package dedupebench

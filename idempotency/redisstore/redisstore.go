@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -209,7 +208,8 @@ func checkOwned(op string, c idempotency.Claim) error {
 }
 
 // millis is d in whole milliseconds for PX, rounded up so that a positive
-// duration never becomes zero.
-func millis(d time.Duration) string {
-	return strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10)
+// duration never becomes zero. The client writes the integer into the
+// command without formatting it in a string first.
+func millis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }

@@ -15,6 +15,7 @@ import (
 type settleContexts struct {
 	parent context.Context
 	d      time.Duration
+	base   time.Time // renewal times count from here, on the monotonic clock
 
 	cur    atomic.Pointer[settleContext]
 	mu     sync.Mutex         // serializes renewal
@@ -23,29 +24,30 @@ type settleContexts struct {
 
 type settleContext struct {
 	ctx     context.Context
-	renewAt time.Time
+	renewAt time.Duration // since base
 }
 
 func newSettleContexts(parent context.Context, d time.Duration) *settleContexts {
-	return &settleContexts{parent: parent, d: d}
+	return &settleContexts{parent: parent, d: d, base: time.Now()}
 }
 
 // get returns a context whose deadline is at least 7/8 of d away.
 func (s *settleContexts) get() context.Context {
-	now := time.Now()
-	if c := s.cur.Load(); c != nil && now.Before(c.renewAt) {
+	// time.Since reads only the monotonic clock: cheaper than time.Now.
+	now := time.Since(s.base)
+	if c := s.cur.Load(); c != nil && now < c.renewAt {
 		return c.ctx
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c := s.cur.Load(); c != nil && now.Before(c.renewAt) {
+	if c := s.cur.Load(); c != nil && now < c.renewAt {
 		return c.ctx
 	}
 	// The previous context is left to end at its deadline: calls made with it
 	// may still be running. Its timer is the only cost.
-	ctx, cancel := context.WithDeadline(s.parent, now.Add(s.d))
+	ctx, cancel := context.WithTimeout(s.parent, s.d)
 	s.cancel = cancel
-	s.cur.Store(&settleContext{ctx: ctx, renewAt: now.Add(s.d / 8)})
+	s.cur.Store(&settleContext{ctx: ctx, renewAt: now + s.d/8})
 	return ctx
 }
 

@@ -99,10 +99,7 @@ func Dedupe(store Store, opts *DedupeOptions) broker.Middleware {
 	if opts != nil {
 		d.opts = *opts
 	}
-	d.opts = d.opts.withDefaults()
-	if d.opts.Namespace != "" {
-		d.prefix = d.opts.Namespace + ":"
-	}
+	d.opts = d.opts.WithDefaults()
 	if _, inProcess := store.(*MemoryStore); !inProcess {
 		d.deadlines = newSettleDeadlines(d.opts.SettleTimeout)
 	}
@@ -113,10 +110,12 @@ func Dedupe(store Store, opts *DedupeOptions) broker.Middleware {
 	}
 }
 
-func (o DedupeOptions) withDefaults() DedupeOptions {
+// WithDefaults returns o with each zero field set to its documented default.
+// It panics if a duration is negative.
+func (o DedupeOptions) WithDefaults() DedupeOptions {
 	for name, v := range map[string]time.Duration{"Lease": o.Lease, "TTL": o.TTL, "SettleTimeout": o.SettleTimeout} {
 		if v < 0 {
-			panic(fmt.Sprintf("idempotency: Dedupe: DedupeOptions.%s %v is negative", name, v))
+			panic(fmt.Sprintf("idempotency: DedupeOptions.%s %v is negative", name, v))
 		}
 	}
 	if o.Key == nil {
@@ -140,34 +139,13 @@ func (o DedupeOptions) withDefaults() DedupeOptions {
 type dedupe struct {
 	store     Store
 	opts      DedupeOptions
-	prefix    string           // Namespace and ":", or empty
 	deadlines *settleDeadlines // nil for a MemoryStore, which never waits on I/O
 }
 
 func (d *dedupe) handle(ctx context.Context, m *broker.Message, next broker.Handler) error {
-	key := d.opts.Key(m)
-	if key == "" {
-		return broker.Permanent(fmt.Errorf("idempotency: message %q has an empty idempotency key: %w", m.ID, broker.ErrInvalidArgument))
-	}
-	if d.prefix != "" {
-		key = d.prefix + key
-	}
-	c, err := d.store.Claim(ctx, key, d.opts.Lease)
-	switch {
-	case err != nil && ctx.Err() != nil:
-		return ctx.Err()
-	case err != nil:
-		err = fmt.Errorf("idempotency: message %s: %w", m.ID, err)
-		if errors.Is(err, broker.ErrInvalidArgument) {
-			return broker.Permanent(err)
-		}
+	c, done, err := ClaimMessage(ctx, d.store, d.opts, m)
+	if done || err != nil {
 		return err
-	case c.State == Done:
-		return nil
-	case c.State == InProgress:
-		return fmt.Errorf("%w: message %s (key %q)", ErrInProgress, m.ID, key)
-	case c.State != Claimed:
-		return fmt.Errorf("idempotency: message %s: claim %q: the store answered %v, which is not a Claim state", m.ID, key, c.State)
 	}
 
 	returned := false
@@ -180,6 +158,42 @@ func (d *dedupe) handle(ctx context.Context, m *broker.Message, next broker.Hand
 	returned = true
 	d.settle(ctx, m, c, herr == nil)
 	return herr
+}
+
+// ClaimMessage claims m's key in store the way Dedupe does, for middleware
+// built on a Store (sqlstore.DedupeTx): the key is opts.Key(m), prefixed by
+// opts.Namespace and ":" when set, claimed for opts.Lease (opts with
+// defaults applied). It returns the claim when the handler should run; done
+// when the key is Done, so the message is to be acknowledged unhandled; and
+// otherwise an error: ctx's, one wrapping ErrInProgress (retry later), the
+// store's (permanent when it wraps broker.ErrInvalidArgument, as an empty key
+// does).
+func ClaimMessage(ctx context.Context, store Store, opts DedupeOptions, m *broker.Message) (c Claim, done bool, err error) {
+	key := opts.Key(m)
+	if key == "" {
+		return Claim{}, false, broker.Permanent(fmt.Errorf("idempotency: message %q has an empty idempotency key: %w", m.ID, broker.ErrInvalidArgument))
+	}
+	if opts.Namespace != "" {
+		key = opts.Namespace + ":" + key
+	}
+	c, err = store.Claim(ctx, key, opts.Lease)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return Claim{}, false, ctx.Err()
+	case err != nil:
+		err = fmt.Errorf("idempotency: message %s: %w", m.ID, err)
+		if errors.Is(err, broker.ErrInvalidArgument) {
+			return Claim{}, false, broker.Permanent(err)
+		}
+		return Claim{}, false, err
+	case c.State == Done:
+		return c, true, nil
+	case c.State == InProgress:
+		return c, false, fmt.Errorf("%w: message %s (key %q)", ErrInProgress, m.ID, key)
+	case c.State != Claimed:
+		return c, false, fmt.Errorf("idempotency: message %s: claim %q: the store answered %v, which is not a Claim state", m.ID, key, c.State)
+	}
+	return c, false, nil
 }
 
 // settle completes c when the handler succeeded and releases it otherwise,

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/brokerkit/broker"
@@ -64,7 +63,7 @@ func DedupeTx(store *Store, opts *DedupeTxOptions, h TxHandler) broker.Handler {
 	if opts != nil {
 		d.opts = *opts
 	}
-	d.withDefaults()
+	d.opts.DedupeOptions = d.opts.DedupeOptions.WithDefaults()
 	return d.handle
 }
 
@@ -74,54 +73,12 @@ type dedupeTx struct {
 	opts  DedupeTxOptions
 }
 
-// withDefaults applies the documented defaults of idempotency.DedupeOptions.
-func (d *dedupeTx) withDefaults() {
-	o := &d.opts.DedupeOptions
-	for name, v := range map[string]time.Duration{"Lease": o.Lease, "TTL": o.TTL, "SettleTimeout": o.SettleTimeout} {
-		if v < 0 {
-			panic(fmt.Sprintf("sqlstore: DedupeTx: DedupeOptions.%s %v is negative", name, v))
-		}
-	}
-	if o.Key == nil {
-		o.Key = func(m *broker.Message) string { return m.ID }
-	}
-	if o.Lease == 0 {
-		o.Lease = 5 * time.Minute
-	}
-	if o.TTL == 0 {
-		o.TTL = 24 * time.Hour
-	}
-	if o.SettleTimeout == 0 {
-		o.SettleTimeout = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-}
-
 func (d *dedupeTx) handle(ctx context.Context, m *broker.Message) error {
-	key := d.opts.Key(m)
-	if key == "" {
-		return broker.Permanent(fmt.Errorf("sqlstore: message %q has an empty idempotency key: %w", m.ID, broker.ErrInvalidArgument))
-	}
-	if d.opts.Namespace != "" {
-		key = d.opts.Namespace + ":" + key
-	}
-	c, err := d.store.Claim(ctx, key, d.opts.Lease)
-	switch {
-	case err != nil && ctx.Err() != nil:
-		return ctx.Err()
-	case err != nil:
-		err = fmt.Errorf("sqlstore: message %s: %w", m.ID, err)
-		if errors.Is(err, broker.ErrInvalidArgument) {
-			return broker.Permanent(err)
-		}
+	c, done, err := idempotency.ClaimMessage(ctx, d.store, d.opts.DedupeOptions, m)
+	if done || err != nil {
 		return err
-	case c.State == idempotency.Done:
-		return nil
-	case c.State == idempotency.InProgress:
-		return fmt.Errorf("%w: message %s (key %q)", idempotency.ErrInProgress, m.ID, key)
 	}
+	key := c.Key
 
 	tx, err := d.store.db.BeginTx(ctx, d.opts.TxOptions)
 	if err != nil {

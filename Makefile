@@ -26,13 +26,15 @@ test-unit: ## run the tests that need no broker (broker suites skip unless CI=tr
 test-reliability: brokers-ensure ## broker restart / crash tests, one package at a time
 	@$(WITH_BROKERS) BROKERKIT_RELIABILITY=1 go test $(GO_TEST_FLAGS) -p 1 -run 'Reliability' ./adapters/...
 
-bench: brokers-ensure ## benchmarks: library vs raw clients on the real brokers, as ratios
-	@$(WITH_BROKERS) go test -run '^$$' -bench . -benchmem -benchtime 2s ./adapters/membroker/ ./middleware/ ./bench/...
+bench: brokers-ensure ## benchmarks: library vs raw clients and vs Watermill on the real brokers, as ratios
+	@$(WITH_BROKERS) go test -run '^$$' -bench . -benchmem -benchtime 2s ./driver/ ./adapters/membroker/ ./middleware/ ./brokerotel/ ./idempotency/ ./bench/...
+	@$(WITH_BROKERS) go -C bench/compare test -run '^$$' -bench . -benchmem -benchtime 1s .
 
 lint: ## gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
+	go -C bench/compare vet ./...
 
 brokers-ensure: # start the native brokers unless endpoints are set or Docker can run testcontainers
 	@if [ -n "$${BROKERKIT_AMQP_URL:-}" ]; then echo "brokers: using endpoints from the environment"; \

@@ -1,0 +1,268 @@
+package compare
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/adapters/kafkabroker"
+)
+
+// envKafkaBrokers names the Kafka bootstrap addresses, as for the library's
+// own tests (scripts/brokers.sh env prints it).
+const envKafkaBrokers = "BROKERKIT_KAFKA_BROKERS"
+
+// partitions is the partition count of every topic. watermill-kafka handles
+// the messages of one partition one at a time, so it runs partitions handlers
+// at once; brokerkit is given the same Concurrency.
+const partitions = 3
+
+type kafkaEnv struct {
+	brokers []string
+	kb      *kafkabroker.Broker
+	admin   *kafka.Client // for readiness checks and clean-up
+}
+
+func kafkaSetup(b *testing.B) *kafkaEnv {
+	v := os.Getenv(envKafkaBrokers)
+	if v == "" {
+		b.Skipf("%s is not set: run `eval \"$(bash scripts/brokers.sh env)\"` at the repository root", envKafkaBrokers)
+	}
+	brokers := strings.Split(v, ",")
+	kb, err := kafkabroker.New(brokers, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := &kafka.Transport{}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &kafkaEnv{brokers: brokers, kb: kb, admin: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}}
+}
+
+// topic creates a fresh topic of 3 partitions (and brokerkit's dead-letter
+// topic beside it) for either side, and deletes both after the run.
+func (e *kafkaEnv) topic(b *testing.B) string {
+	topic := randomName("cmp")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.kb.CreateTopic(ctx, topic, partitions); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.waitLeaders(ctx, topic); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := e.admin.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic, topic + ".dlq"}}); err != nil {
+			b.Logf("clean-up: topics: %v", err)
+		}
+	})
+	return topic
+}
+
+// waitLeaders returns once every partition of topic answers a ListOffsets
+// request from its leader. A topic the cluster lists may still refuse
+// requests for a few milliseconds with NOT_LEADER_OR_FOLLOWER; Sarama then
+// refreshes its metadata and retries after backoffs of up to 2 s (the
+// Metadata.Retry.Backoff watermill-kafka sets), which would land in the
+// timed part of a run.
+func (e *kafkaEnv) waitLeaders(ctx context.Context, topic string) error {
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: nil}}
+	for p := range partitions {
+		req.Topics[topic] = append(req.Topics[topic], kafka.FirstOffsetOf(p))
+	}
+	for {
+		res, err := e.admin.ListOffsets(ctx, req)
+		if err == nil {
+			ready := len(res.Topics[topic]) == partitions
+			for _, p := range res.Topics[topic] {
+				if p.Error != nil {
+					ready, err = false, p.Error
+				}
+			}
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s: partitions without a leader: %v", topic, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// deleteGroupAfter deletes the consumer group id after the run, when its
+// member has left.
+func (e *kafkaEnv) deleteGroupAfter(b *testing.B, id string) {
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, err := e.admin.DeleteGroups(ctx, &kafka.DeleteGroupsRequest{GroupIDs: []string{id}})
+		if err == nil {
+			err = res.Errors[id]
+		}
+		if err != nil {
+			b.Logf("clean-up: group %s: %v", id, err)
+		}
+	})
+}
+
+// watermillKafkaPublisher is watermill-kafka's publisher with its default
+// Sarama configuration, except acks=all (brokerkit's default; Sarama's is
+// the leader's ack alone).
+func watermillKafkaPublisher(b *testing.B, brokers []string) *wkafka.Publisher {
+	cfg := wkafka.DefaultSaramaSyncPublisherConfig()
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	p, err := wkafka.NewPublisher(wkafka.PublisherConfig{
+		Brokers: brokers, Marshaler: wkafka.DefaultMarshaler{}, OverwriteSaramaConfig: cfg,
+	}, watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// BenchmarkKafkaPublish: b.N 256-byte messages, acks=all, by 8 goroutines
+// calling Publish with 64 messages each, into a topic of 3 partitions. One
+// message went through before the timer starts.
+//
+//   - brokerkit: kafkabroker with its defaults (kafka-go Writer, 2 ms batch
+//     window, batches of up to 1000).
+//   - watermill: watermill-kafka's Publisher: a Sarama SyncProducer, which
+//     sends the messages of a Publish call one at a time, each waiting for
+//     its ack.
+func BenchmarkKafkaPublish(b *testing.B) {
+	e := kafkaSetup(b)
+	sideBySide(b,
+		side{"brokerkit", func(b *testing.B) {
+			topic := e.topic(b)
+			p := e.kb.NewPublisher()
+			defer p.Close()
+			publish := brokerkitPublish(p, topic)
+			if err := publish(context.Background(), 1); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			publishN(b, b.N, publish)
+			report(b)
+		}},
+		side{"watermill", func(b *testing.B) {
+			topic := e.topic(b)
+			publish := watermillPublish(watermillKafkaPublisher(b, e.brokers), topic)
+			if err := publish(context.Background(), 1); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			publishN(b, b.N, publish)
+			report(b)
+		}},
+	)
+}
+
+// BenchmarkKafkaPublishOne: one message per Publish call, one call at a
+// time: the latency of a lone publish with acks=all (msgs/s is its
+// inverse). Same configurations as BenchmarkKafkaPublish.
+func BenchmarkKafkaPublishOne(b *testing.B) {
+	e := kafkaSetup(b)
+	sideBySide(b,
+		side{"brokerkit", func(b *testing.B) {
+			topic := e.topic(b)
+			p := e.kb.NewPublisher()
+			defer p.Close()
+			publishOne(b, brokerkitPublish(p, topic))
+		}},
+		side{"watermill", func(b *testing.B) {
+			topic := e.topic(b)
+			publishOne(b, watermillPublish(watermillKafkaPublisher(b, e.brokers), topic))
+		}},
+	)
+}
+
+// BenchmarkKafkaEndToEnd: a consumer-group member with a no-op handler runs
+// (a warm-up message went through, so the group is joined), then b.N
+// messages are published as in BenchmarkKafkaPublish; the time runs until
+// the last was handled.
+//
+//   - brokerkit: kafkabroker consumer with Concurrency 3.
+//   - watermill: watermill-kafka Subscriber in a consumer group (Sarama,
+//     default configuration, starting at the oldest offset), which hands over
+//     one message per partition at a time; 3 goroutines call the handler and
+//     Ack.
+func BenchmarkKafkaEndToEnd(b *testing.B) {
+	e := kafkaSetup(b)
+	sideBySide(b,
+		side{"brokerkit", func(b *testing.B) {
+			group := randomName("g")
+			topic := e.topic(b)
+			e.deleteGroupAfter(b, group+"/"+topic) // kafkabroker's group id
+			p := e.kb.NewPublisher()
+			defer p.Close()
+			publish := brokerkitPublish(p, topic)
+			c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: group, Concurrency: partitions})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			cnt := newCounter(b.N)
+			go func() {
+				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
+			}()
+			if err := publish(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+			cnt.waitWarm(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			publishN(b, b.N, publish)
+			cnt.waitDone(b)
+			report(b)
+		}},
+		side{"watermill", func(b *testing.B) {
+			group := randomName("g")
+			topic := e.topic(b)
+			e.deleteGroupAfter(b, group)
+			cfg := wkafka.DefaultSaramaSubscriberConfig()
+			cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+			sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
+				Brokers: e.brokers, Unmarshaler: wkafka.DefaultMarshaler{}, ConsumerGroup: group, OverwriteSaramaConfig: cfg,
+			}, watermill.NopLogger{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sub.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			msgs, err := sub.Subscribe(ctx, topic)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cnt := newCounter(b.N)
+			drain(msgs, partitions, cnt)
+			publish := watermillPublish(watermillKafkaPublisher(b, e.brokers), topic)
+			if err := publish(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+			cnt.waitWarm(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			publishN(b, b.N, publish)
+			cnt.waitDone(b)
+			report(b)
+		}},
+	)
+}

@@ -184,6 +184,7 @@ type run struct {
 	cancelHandlers context.CancelFunc
 
 	window  *window        // deliveries held, at most prefetch
+	inline  bool           // the fetch loop runs the handler (see loop)
 	queue   chan *Delivery // unordered deliveries waiting for a worker
 	workers chan struct{}  // one per running handler (concurrency)
 	wg      sync.WaitGroup
@@ -196,7 +197,8 @@ func (r *run) loop(ctx context.Context) error {
 	// With one handler at a time, no per-key ordering, and a receiver that
 	// fetches ahead by itself, the fetch loop runs the handler itself: a
 	// worker goroutine would add a hand-off per message and overlap nothing.
-	inline := r.c.opts.Concurrency == 1 && !r.c.opts.OrderByKey && r.c.feats.Buffered > 0
+	r.inline = r.c.opts.Concurrency == 1 && !r.c.opts.OrderByKey && r.c.feats.Buffered > 0
+	inline := r.inline
 	if !inline {
 		r.startWorkers()
 	}
@@ -346,19 +348,25 @@ func (r *run) process(d *Delivery) {
 	inProcess := !r.c.feats.NackRedelivers || (opts.OrderByKey && m.Key != "")
 	var firstFailed time.Time
 	for {
-		select {
-		case r.workers <- struct{}{}:
-		case <-r.fetchCtx.Done():
-			r.release(d)
-			return
+		if !r.inline { // inline, the fetch loop is the only handler: no slot to take
+			select {
+			case r.workers <- struct{}{}:
+			case <-r.fetchCtx.Done():
+				r.release(d)
+				return
+			}
 		}
 		if r.fetchCtx.Err() != nil { // stopping: do not start new work
-			<-r.workers
+			if !r.inline {
+				<-r.workers
+			}
 			r.release(d)
 			return
 		}
 		err := r.call(m)
-		<-r.workers
+		if !r.inline {
+			<-r.workers
+		}
 		if err == nil {
 			r.ack(d)
 			return

@@ -101,10 +101,13 @@ start_detached() {
 # wait_ready SERVICE SECONDS: poll <service>_ready until it succeeds; on timeout or when
 # the process died, print the log tail and fail.
 wait_ready() {
-	local svc=$1 secs=$2 deadline
+	local svc=$1 secs=$2 deadline grace
 	deadline=$((SECONDS + secs))
+	# A detached start (rabbitmq-server -detached) may not show its process at
+	# once: "not running" means "exited" only after a few seconds.
+	grace=$((SECONDS + 10))
 	until "${svc}_ready"; do
-		if ! "${svc}_running"; then
+		if ((SECONDS >= grace)) && ! "${svc}_running"; then
 			fail_with_log "$svc" "process exited during start-up"
 		fi
 		if ((SECONDS >= deadline)); then
@@ -592,8 +595,16 @@ main() {
 			die "unknown service $svc (known: ${ALL_SERVICES[*]})"
 	done
 	case $cmd in
-	up) cmd_up "$@" ;;
-	down) cmd_down "$@" ;;
+	up | down)
+		# One "up" or "down" at a time: two concurrent starts of one broker
+		# would race for its ports and its pid file.
+		# (-o: the brokers this run starts must not inherit the lock.)
+		if [[ ${BROKERKIT_BROKERS_LOCKED:-} != 1 ]]; then
+			mkdir -p "$RUN"
+			BROKERKIT_BROKERS_LOCKED=1 exec flock -o -w 600 "$RUN/.lock" bash "${BASH_SOURCE[0]}" "$cmd" "$@"
+		fi
+		"cmd_$cmd" "$@"
+		;;
 	status) cmd_status "$@" ;;
 	env) cmd_env ;;
 	-h | --help | help) usage ;;

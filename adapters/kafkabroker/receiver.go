@@ -221,9 +221,7 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 		}
 		batch = append(batch, m)
 		for len(batch) < max {
-			// With a context that has ended, FetchMessage returns a message
-			// only if one is buffered already: it never waits.
-			m, err := s.reader.FetchMessage(ended)
+			m, err := s.fetchBuffered()
 			if err != nil {
 				if !errors.Is(err, context.Canceled) {
 					s.stash = err
@@ -242,6 +240,21 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 		clear(batch)
 		batch = batch[:0] // all of them were handled before a rebalance: wait for more
 	}
+}
+
+// fetchBuffered returns a message the Reader holds already, without waiting:
+// FetchMessage with a context that has ended. Its select picks at random
+// between the ended context and a waiting message, so a few tries tell
+// "nothing buffered" (context.Canceled every time) from a coin toss.
+func (s *subscription) fetchBuffered() (kafka.Message, error) {
+	var err error
+	for range 4 {
+		var m kafka.Message
+		if m, err = s.reader.FetchMessage(ended); err == nil || !errors.Is(err, context.Canceled) {
+			return m, err
+		}
+	}
+	return kafka.Message{}, err
 }
 
 // ended is a context that has ended.

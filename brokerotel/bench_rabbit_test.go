@@ -5,12 +5,11 @@ import (
 	"sync/atomic"
 	"testing"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/rabbitbroker"
 	"github.com/brokerkit/broker/brokerotel"
 	"github.com/brokerkit/broker/conformance"
+	"github.com/brokerkit/broker/internal/brokertest"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
@@ -28,7 +27,7 @@ func BenchmarkConsumeRabbitMQ(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			topic := conformance.RandomName("otelbench")
-			b.Cleanup(func() { deleteRabbitTopic(uri, topic) })
+			brokertest.RabbitMQ.DeleteAfter(b, topic)
 			p, err := rabbitbroker.NewPublisher(ctx, uri, nil)
 			if err != nil {
 				b.Fatal(err)
@@ -65,25 +64,5 @@ func BenchmarkConsumeRabbitMQ(b *testing.B) {
 			<-done
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
-	}
-}
-
-// deleteRabbitTopic removes the exchange and queues a benchmark created.
-func deleteRabbitTopic(uri, topic string) {
-	conn, err := amqp.Dial(uri)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	defer ch.Close()
-	for _, q := range []string{topic + ".default", topic + ".dlq.default"} {
-		_, _ = ch.QueueDelete(q, false, false, false)
-	}
-	for _, x := range []string{topic, topic + ".dlq"} {
-		_ = ch.ExchangeDelete(x, false, false)
 	}
 }

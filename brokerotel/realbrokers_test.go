@@ -8,11 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -26,27 +21,41 @@ import (
 	"github.com/brokerkit/broker/brokerotel"
 	"github.com/brokerkit/broker/conformance"
 	"github.com/brokerkit/broker/driver"
+	"github.com/brokerkit/broker/internal/brokertest"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// setupTimeout bounds connecting to a broker, creating a topic and removing it.
+// setupTimeout bounds connecting to a broker and creating a topic.
 const setupTimeout = 30 * time.Second
 
 // realBroker is a broker the tests in this file run on, each as a subtest.
 type realBroker struct {
-	name string
+	brokertest.Target
 	// system is the messaging.system the broker is reported as.
 	system string
-	// group is the consumer group the tests use: another than the default
-	// where the broker has groups (fan-out), so that the attribute is checked
-	// against a name the test chose.
-	group string
 	// open returns a fresh topic with its dead-letter topic, and a way to
 	// publish to and consume from it, all removed when the test ends. It skips
 	// the test when the broker is not available (fails with CI=true).
 	open func(t *testing.T, group string) onBroker
+}
+
+var realBrokers = []realBroker{
+	{Target: brokertest.Mem, system: brokerotel.DefaultSystem, open: openMem},
+	{Target: brokertest.RabbitMQ, system: semconv.MessagingSystemRabbitMQ.Value.AsString(), open: openRabbit},
+	{Target: brokertest.Kafka, system: semconv.MessagingSystemKafka.Value.AsString(), open: openKafka},
+	{Target: brokertest.SQS, system: semconv.MessagingSystemAWSSQS.Value.AsString(), open: openSQS},
+}
+
+// group is the consumer group the tests use: another than the default where
+// the broker has groups (fan-out), so that the attribute is checked against a
+// name the test chose. An SQS queue is one group.
+func (rb realBroker) group() string {
+	if rb.Capabilities.FanOut {
+		return "billing"
+	}
+	return broker.DefaultGroup
 }
 
 // onBroker is a fresh topic on one broker.
@@ -56,19 +65,21 @@ type onBroker struct {
 	newConsumer func(t *testing.T, o broker.ConsumerOptions) *driver.Consumer
 }
 
-var realBrokers = []realBroker{
-	{name: "mem", system: brokerotel.DefaultSystem, group: "billing", open: openMem},
-	{name: "RabbitMQ", system: semconv.MessagingSystemRabbitMQ.Value.AsString(), group: "billing", open: openRabbit},
-	{name: "Kafka", system: semconv.MessagingSystemKafka.Value.AsString(), group: "billing", open: openKafka},
-	// An SQS queue is one group.
-	{name: "SQS", system: semconv.MessagingSystemAWSSQS.Value.AsString(), group: broker.DefaultGroup, open: openSQS},
+// adapterBroker is what the mem, Kafka and SQS adapters' Broker offers.
+type adapterBroker interface {
+	NewPublisher() *driver.Publisher
+	NewConsumer(opts *broker.ConsumerOptions) (*driver.Consumer, error)
 }
 
-func openMem(t *testing.T, _ string) onBroker {
-	b := newMem(t, nil)
+// onAdapter is topic on b; the publishers are closed when the test ends.
+func onAdapter(topic string, b adapterBroker) onBroker {
 	return onBroker{
-		topic:  conformance.RandomName("otel"),
-		newPub: func(*testing.T) broker.Publisher { return b.NewPublisher() },
+		topic: topic,
+		newPub: func(t *testing.T) broker.Publisher {
+			p := b.NewPublisher()
+			t.Cleanup(func() { _ = p.Close() })
+			return p
+		},
 		newConsumer: func(t *testing.T, o broker.ConsumerOptions) *driver.Consumer {
 			c, err := b.NewConsumer(&o)
 			if err != nil {
@@ -79,10 +90,14 @@ func openMem(t *testing.T, _ string) onBroker {
 	}
 }
 
+func openMem(t *testing.T, _ string) onBroker {
+	return onAdapter(conformance.RandomName("otel"), newMem(t, nil))
+}
+
 func openRabbit(t *testing.T, group string) onBroker {
 	uri := testenv.AMQPURL(t)
 	topic := conformance.RandomName("otel")
-	deleteRabbitAfter(t, uri, topic, group)
+	brokertest.RabbitMQ.DeleteAfter(t, topic, group)
 	return onBroker{
 		topic: topic,
 		newPub: func(t *testing.T) broker.Publisher {
@@ -108,70 +123,35 @@ func openRabbit(t *testing.T, group string) onBroker {
 }
 
 func openKafka(t *testing.T, group string) onBroker {
-	brokers := testenv.KafkaBrokers(t)
-	b, err := kafkabroker.New(brokers, nil)
+	b, err := kafkabroker.New(testenv.KafkaBrokers(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	topic := conformance.RandomName("otel")
+	brokertest.Kafka.DeleteAfter(t, topic, group)
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	if err := b.CreateTopic(ctx, topic, 3); err != nil {
 		t.Fatalf("CreateTopic(%q): %v", topic, err)
 	}
-	deleteKafkaAfter(t, brokers, topic, group)
-	return onBroker{
-		topic: topic,
-		newPub: func(t *testing.T) broker.Publisher {
-			p := b.NewPublisher()
-			t.Cleanup(func() { _ = p.Close() })
-			return p
-		},
-		newConsumer: func(t *testing.T, o broker.ConsumerOptions) *driver.Consumer {
-			c, err := b.NewConsumer(&o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return c
-		},
-	}
+	return onAdapter(topic, b)
 }
 
 func openSQS(t *testing.T, _ string) onBroker {
-	endpoint := testenv.SQSEndpoint(t)
-	// ElasticMQ accepts any credentials and region.
-	client := sqs.NewFromConfig(aws.Config{
-		Region:      "us-east-1",
-		Credentials: credentials.NewStaticCredentialsProvider("brokerkit", "brokerkit", ""),
-	}, func(o *sqs.Options) { o.BaseEndpoint = aws.String(endpoint) })
 	// Short polls and leases, so that closing the consumer is quick and a
 	// message a closed poll took comes back soon.
-	b, err := sqsbroker.New(client, &sqsbroker.Options{VisibilityTimeout: 2 * time.Second, WaitTime: time.Second})
+	b, err := sqsbroker.New(brokertest.SQSClient(t), &sqsbroker.Options{VisibilityTimeout: 2 * time.Second, WaitTime: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	topic := conformance.RandomName("otel")
+	brokertest.SQS.DeleteAfter(t, topic)
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	if err := b.CreateQueue(ctx, topic, ""); err != nil {
 		t.Fatalf("CreateQueue(%q): %v", topic, err)
 	}
-	deleteSQSAfter(t, client, topic)
-	return onBroker{
-		topic: topic,
-		newPub: func(t *testing.T) broker.Publisher {
-			p := b.NewPublisher()
-			t.Cleanup(func() { _ = p.Close() })
-			return p
-		},
-		newConsumer: func(t *testing.T, o broker.ConsumerOptions) *driver.Consumer {
-			c, err := b.NewConsumer(&o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return c
-		},
-	}
+	return onAdapter(topic, b)
 }
 
 // start consumes on.topic with a new consumer and h until the test ends. A
@@ -196,17 +176,18 @@ func (on onBroker) start(t *testing.T, o broker.ConsumerOptions, h broker.Handle
 // producer span whose context travelled in the message.
 func TestTraceContinuityOnBrokers(t *testing.T) {
 	for _, rb := range realBrokers {
-		t.Run(rb.name, func(t *testing.T) {
-			on := rb.open(t, rb.group)
+		t.Run(rb.Name, func(t *testing.T) {
+			group := rb.group()
+			on := rb.open(t, group)
 			exp := tracetest.NewInMemoryExporter()
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 			t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 			opts := []brokerotel.Option{brokerotel.WithTracerProvider(tp), noMeter,
-				brokerotel.WithSystem(rb.system), brokerotel.WithGroup(rb.group)}
+				brokerotel.WithSystem(rb.system), brokerotel.WithGroup(group)}
 
 			pub := brokerotel.WrapPublisher(on.newPub(t), opts...)
 			h, got := recordingHandler(4)
-			on.start(t, broker.ConsumerOptions{Group: rb.group}, broker.Chain(h, brokerotel.Tracing(opts...)))
+			on.start(t, broker.ConsumerOptions{Group: group}, broker.Chain(h, brokerotel.Tracing(opts...)))
 
 			ctx, request := tp.Tracer("test").Start(context.Background(), "request")
 			single := &broker.Message{Body: []byte("one")}
@@ -276,7 +257,7 @@ func TestTraceContinuityOnBrokers(t *testing.T) {
 					semconv.MessagingDestinationNameKey:   on.topic,
 					semconv.MessagingOperationTypeKey:     "process",
 					semconv.MessagingOperationNameKey:     "process",
-					semconv.MessagingConsumerGroupNameKey: rb.group,
+					semconv.MessagingConsumerGroupNameKey: group,
 					brokerotel.OutcomeKey:                 brokerotel.OutcomeOK,
 				})
 				if a := stubAttr(p, brokerotel.AttemptKey).AsInt64(); a != 1 {
@@ -292,10 +273,11 @@ func TestTraceContinuityOnBrokers(t *testing.T) {
 // attempts and is dead-lettered.
 func TestMetricsKnownRunOnBrokers(t *testing.T) {
 	for _, rb := range realBrokers {
-		t.Run(rb.name, func(t *testing.T) {
-			on := rb.open(t, rb.group)
+		t.Run(rb.Name, func(t *testing.T) {
+			group := rb.group()
+			on := rb.open(t, group)
 			mp, reader := newMeter(t)
-			copts := broker.ConsumerOptions{Group: rb.group, MaxAttempts: 2, Backoff: broker.ConstantBackoff(10 * time.Millisecond), Concurrency: 4}
+			copts := broker.ConsumerOptions{Group: group, MaxAttempts: 2, Backoff: broker.ConstantBackoff(10 * time.Millisecond), Concurrency: 4}
 			opts := []brokerotel.Option{brokerotel.WithMeterProvider(mp), noTracer,
 				brokerotel.WithSystem(rb.system), brokerotel.WithConsumerOptions(copts)}
 
@@ -318,7 +300,7 @@ func TestMetricsKnownRunOnBrokers(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitFor(t, "12 handler calls, the dead letter parked and nothing left", func() bool {
-				st, err := c.Stats(context.Background(), on.topic, rb.group)
+				st, err := c.Stats(context.Background(), on.topic, group)
 				return err == nil && st.DeadLetters == 1 && st.Depth == 0 && st.InFlight == 0 &&
 					sum(collect(t, reader), brokerotel.MetricHandled) == 12
 			})
@@ -327,7 +309,7 @@ func TestMetricsKnownRunOnBrokers(t *testing.T) {
 			base := []attribute.KeyValue{
 				semconv.MessagingSystemKey.String(rb.system),
 				semconv.MessagingDestinationName(on.topic),
-				semconv.MessagingConsumerGroupName(rb.group),
+				semconv.MessagingConsumerGroupName(group),
 			}
 			outcome := func(o string) []attribute.KeyValue { return append(base[:3:3], brokerotel.OutcomeKey.String(o)) }
 			sent := []attribute.KeyValue{semconv.MessagingSystemKey.String(rb.system), semconv.MessagingDestinationName(on.topic)}
@@ -391,61 +373,4 @@ func checkAttrs(t *testing.T, s tracetest.SpanStub, want map[attribute.Key]strin
 			t.Errorf("span %q: %s = %q, want %q", s.Name, k, got, v)
 		}
 	}
-}
-
-// deleteRabbitAfter deletes, when the test ends, the exchanges of topic and
-// its dead-letter topic and the quorum queues that publishing and consuming
-// with group created: each holds file handles on the shared node.
-func deleteRabbitAfter(t *testing.T, uri, topic, group string) {
-	t.Cleanup(func() {
-		conn, err := amqp.DialConfig(uri, amqp.Config{Dial: amqp.DefaultDial(setupTimeout)})
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		for _, q := range []string{topic + "." + group, topic + "." + broker.DefaultGroup, topic + ".dlq." + broker.DefaultGroup} {
-			_, _ = ch.QueueDelete(q, false, false, false)
-		}
-		for _, x := range []string{topic, topic + ".dlq"} {
-			_ = ch.ExchangeDelete(x, false, false)
-		}
-	})
-}
-
-// deleteKafkaAfter deletes topic, its dead-letter topic and group's consumer
-// group of topic when the test ends.
-func deleteKafkaAfter(t *testing.T, brokers []string, topic, group string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-		defer cancel()
-		tr := &kafka.Transport{}
-		defer tr.CloseIdleConnections()
-		c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
-		_, _ = c.DeleteGroups(ctx, &kafka.DeleteGroupsRequest{GroupIDs: []string{group + "/" + topic}})
-		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic, topic + ".dlq"}})
-	})
-}
-
-// deleteSQSAfter deletes the queues of topic and its dead-letter topic when
-// the test ends.
-func deleteSQSAfter(t *testing.T, c *sqs.Client, topic string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-		defer cancel()
-		for _, tp := range []string{topic, topic + ".dlq"} {
-			name, _, err := sqsbroker.QueueName(tp)
-			if err != nil {
-				continue
-			}
-			if out, err := c.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)}); err == nil {
-				_, _ = c.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: out.QueueUrl})
-			}
-		}
-	})
 }

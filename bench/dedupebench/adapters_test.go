@@ -5,18 +5,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/segmentio/kafka-go"
-
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/kafkabroker"
 	"github.com/brokerkit/broker/adapters/membroker"
 	"github.com/brokerkit/broker/adapters/rabbitbroker"
 	"github.com/brokerkit/broker/adapters/sqsbroker"
 	"github.com/brokerkit/broker/conformance"
+	"github.com/brokerkit/broker/driver"
+	"github.com/brokerkit/broker/internal/brokertest"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
@@ -37,167 +33,88 @@ func must(b *testing.B, err error) {
 	}
 }
 
-// mem: one in-memory broker whose groups may hold every backlog.
-
-type memTarget struct {
-	br  *membroker.Broker
-	pub broker.Publisher
+// brokerTarget is an opened adapter: one publisher, and a new topic and
+// consumer for each case.
+type brokerTarget struct {
+	// tg deletes each case's topic, with whatever the adapter created for it.
+	tg          brokertest.Target
+	pub         broker.Publisher
+	newConsumer func(opts *broker.ConsumerOptions) (*driver.Consumer, error)
+	// create creates a topic; nil where publishing to it does.
+	create func(ctx context.Context, topic string) error
+	// ownGroup puts each consumer in a new group, which reads the topic from
+	// its beginning.
+	ownGroup bool
 }
 
-func openMem(b *testing.B) target {
-	br, err := membroker.New(&membroker.Options{MaxQueued: 1 << 30})
-	must(b, err)
-	pub := br.NewPublisher()
+// newTarget returns a target that publishes with pub, closed after b.
+func newTarget(b *testing.B, tg brokertest.Target, pub broker.Publisher,
+	newConsumer func(*broker.ConsumerOptions) (*driver.Consumer, error)) *brokerTarget {
 	b.Cleanup(func() { _ = pub.Close() })
-	return &memTarget{br: br, pub: pub}
+	return &brokerTarget{tg: tg, pub: pub, newConsumer: newConsumer}
 }
 
-func (t *memTarget) topic(*testing.B) (string, func()) {
-	return conformance.RandomName("dedupebench"), func() {}
+func (t *brokerTarget) topic(b *testing.B) (string, func()) {
+	topic := conformance.RandomName("dedupebench")
+	if t.create != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		must(b, t.create(ctx, topic))
+	}
+	return topic, func() { t.tg.Delete(b, topic) }
 }
 
-func (t *memTarget) publisher() broker.Publisher { return t.pub }
+func (t *brokerTarget) publisher() broker.Publisher { return t.pub }
 
-func (t *memTarget) consumer(b *testing.B, opts *broker.ConsumerOptions) broker.Consumer {
-	c, err := t.br.NewConsumer(opts)
+func (t *brokerTarget) consumer(b *testing.B, opts *broker.ConsumerOptions) broker.Consumer {
+	o := *opts
+	if t.ownGroup {
+		o.Group = conformance.RandomName("g")
+	}
+	c, err := t.newConsumer(&o)
 	must(b, err)
 	return c
 }
 
-// rabbitmq: quorum queues as the adapter declares them.
-
-type rabbitTarget struct {
-	uri string
-	pub broker.Publisher
+// openMem opens one in-memory broker whose groups may hold every backlog.
+func openMem(b *testing.B) target {
+	br, err := membroker.New(&membroker.Options{MaxQueued: 1 << 30})
+	must(b, err)
+	return newTarget(b, brokertest.Mem, br.NewPublisher(), br.NewConsumer)
 }
 
+// openRabbit opens RabbitMQ with quorum queues as the adapter declares them:
+// publishing declares the exchange and the default group's queue, and their
+// dead-letter pair.
 func openRabbit(b *testing.B) target {
 	uri := testenv.AMQPURL(b)
 	pub, err := rabbitbroker.NewPublisher(context.Background(), uri, nil)
 	must(b, err)
-	b.Cleanup(func() { _ = pub.Close() })
-	return &rabbitTarget{uri: uri, pub: pub}
+	return newTarget(b, brokertest.RabbitMQ, pub, func(opts *broker.ConsumerOptions) (*driver.Consumer, error) {
+		return rabbitbroker.NewConsumer(context.Background(), uri, nil, opts)
+	})
 }
 
-// topic returns a new name: publishing declares the exchange and the default
-// group's queue (and their dead-letter pair), which remove deletes.
-func (t *rabbitTarget) topic(b *testing.B) (string, func()) {
-	topic := conformance.RandomName("dedupebench")
-	return topic, func() {
-		conn, err := amqp.Dial(t.uri)
-		if err != nil {
-			b.Logf("cleanup of %s: %v", topic, err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			b.Logf("cleanup of %s: %v", topic, err)
-			return
-		}
-		defer ch.Close()
-		for _, q := range []string{topic + "." + broker.DefaultGroup, topic + ".dlq." + broker.DefaultGroup} {
-			_, _ = ch.QueueDelete(q, false, false, false)
-		}
-		for _, x := range []string{topic, topic + ".dlq"} {
-			_ = ch.ExchangeDelete(x, false, false)
-		}
-	}
-}
-
-func (t *rabbitTarget) publisher() broker.Publisher { return t.pub }
-
-func (t *rabbitTarget) consumer(b *testing.B, opts *broker.ConsumerOptions) broker.Consumer {
-	c, err := rabbitbroker.NewConsumer(context.Background(), t.uri, nil, opts)
-	must(b, err)
-	return c
-}
-
-// kafka: topics of 3 partitions, a new consumer group per case.
-
+// kafkaPartitions is the partition count of the Kafka topics.
 const kafkaPartitions = 3
 
-type kafkaTarget struct {
-	brokers []string
-	kb      *kafkabroker.Broker
-	pub     broker.Publisher
-}
-
+// openKafka opens Kafka with topics of 3 partitions and a new consumer group
+// per case.
 func openKafka(b *testing.B) target {
-	brokers := testenv.KafkaBrokers(b)
-	kb, err := kafkabroker.New(brokers, nil)
+	kb, err := kafkabroker.New(testenv.KafkaBrokers(b), nil)
 	must(b, err)
-	pub := kb.NewPublisher()
-	b.Cleanup(func() { _ = pub.Close() })
-	return &kafkaTarget{brokers: brokers, kb: kb, pub: pub}
+	t := newTarget(b, brokertest.Kafka, kb.NewPublisher(), kb.NewConsumer)
+	t.create = func(ctx context.Context, topic string) error { return kb.CreateTopic(ctx, topic, kafkaPartitions) }
+	t.ownGroup = true
+	return t
 }
 
-func (t *kafkaTarget) topic(b *testing.B) (string, func()) {
-	topic := conformance.RandomName("dedupebench")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	must(b, t.kb.CreateTopic(ctx, topic, kafkaPartitions))
-	return topic, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		tr := &kafka.Transport{}
-		defer tr.CloseIdleConnections()
-		c := &kafka.Client{Addr: kafka.TCP(t.brokers...), Transport: tr}
-		if _, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic, topic + ".dlq"}}); err != nil {
-			b.Logf("cleanup of %s: %v", topic, err)
-		}
-	}
-}
-
-func (t *kafkaTarget) publisher() broker.Publisher { return t.pub }
-
-func (t *kafkaTarget) consumer(b *testing.B, opts *broker.ConsumerOptions) broker.Consumer {
-	o := *opts
-	o.Group = conformance.RandomName("g")
-	c, err := t.kb.NewConsumer(&o)
-	must(b, err)
-	return c
-}
-
-// sqs: standard queues on ElasticMQ.
-
-type sqsTarget struct {
-	client *sqs.Client
-	br     *sqsbroker.Broker
-	pub    broker.Publisher
-}
-
+// openSQS opens ElasticMQ with standard queues, each created with its
+// dead-letter queue.
 func openSQS(b *testing.B) target {
-	endpoint := testenv.SQSEndpoint(b)
-	client := sqs.NewFromConfig(aws.Config{
-		Region:      "us-east-1",
-		Credentials: credentials.NewStaticCredentialsProvider("bench", "bench", ""),
-	}, func(o *sqs.Options) { o.BaseEndpoint = aws.String(endpoint) })
-	br, err := sqsbroker.New(client, nil)
+	br, err := sqsbroker.New(brokertest.SQSClient(b), nil)
 	must(b, err)
-	pub := br.NewPublisher()
-	b.Cleanup(func() { _ = pub.Close() })
-	return &sqsTarget{client: client, br: br, pub: pub}
-}
-
-// topic creates the queue (and its dead-letter queue), which remove deletes.
-func (t *sqsTarget) topic(b *testing.B) (string, func()) {
-	topic := conformance.RandomName("dedupebench")
-	ctx := context.Background()
-	must(b, t.br.CreateQueue(ctx, topic, ""))
-	return topic, func() {
-		for _, q := range []string{topic, topic + "-dlq"} {
-			if out, err := t.client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(q)}); err == nil {
-				_, _ = t.client.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: out.QueueUrl})
-			}
-		}
-	}
-}
-
-func (t *sqsTarget) publisher() broker.Publisher { return t.pub }
-
-func (t *sqsTarget) consumer(b *testing.B, opts *broker.ConsumerOptions) broker.Consumer {
-	c, err := t.br.NewConsumer(opts)
-	must(b, err)
-	return c
+	t := newTarget(b, brokertest.SQS, br.NewPublisher(), br.NewConsumer)
+	t.create = func(ctx context.Context, topic string) error { return br.CreateQueue(ctx, topic, "") }
+	return t
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"net/url"
 	"regexp"
@@ -9,69 +8,43 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/segmentio/kafka-go"
 
-	"github.com/brokerkit/broker"
-	"github.com/brokerkit/broker/adapters/sqsbroker"
 	"github.com/brokerkit/broker/conformance"
+	"github.com/brokerkit/broker/internal/brokertest"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// cleanupTimeout bounds the removal of what a test left on a broker.
-const cleanupTimeout = 10 * time.Second
-
 // target is a broker the command-line tests run against.
 type target struct {
-	name string
-	// open returns the broker's URL, as an operator would write it, and
-	// removes what the test creates for topic when the test ends. It skips the
-	// test when the broker is not available (fails with CI=true).
-	open func(t *testing.T, topic string) string
+	brokertest.Target
 	// idle is the dlq commands' --idle: it also covers joining the group and,
 	// on SQS, a message taken by a long poll that the previous run abandoned
 	// coming back (visibility_timeout).
 	idle string
-	// fanOut: a group of tail's own is possible.
-	fanOut bool
+	// query holds the URL parameters the tests set on this broker.
+	query url.Values
 }
 
 var targets = []target{
-	{name: "mem", idle: "2s", fanOut: true, open: func(t *testing.T, topic string) string {
-		return "mem://brokerctl-e2e"
-	}},
-	{name: "RabbitMQ", idle: "2s", fanOut: true, open: func(t *testing.T, topic string) string {
-		uri := testenv.AMQPURL(t)
-		deleteRabbitAfter(t, uri, topic)
-		return uri
-	}},
-	{name: "Kafka", idle: "5s", fanOut: true, open: func(t *testing.T, topic string) string {
-		brokers := testenv.KafkaBrokers(t)
-		deleteKafkaAfter(t, brokers, topic)
-		u := url.URL{Scheme: "kafka", Host: strings.Join(brokers, ","), RawQuery: "create_topics=true&partitions=3"}
-		return u.String()
-	}},
-	{name: "SQS", idle: "4s", open: func(t *testing.T, topic string) string {
-		endpoint := testenv.SQSEndpoint(t)
-		// Credentials come from the AWS default chain; ElasticMQ accepts any.
-		t.Setenv("AWS_ACCESS_KEY_ID", "brokerkit")
-		t.Setenv("AWS_SECRET_ACCESS_KEY", "brokerkit")
-		t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-		deleteSQSAfter(t, endpoint, topic)
-		q := url.Values{"region": {"us-east-1"}, "endpoint": {endpoint}, "create_queues": {"true"},
-			"visibility_timeout": {"2s"}, "wait_time": {"1s"}}
-		return "sqs://?" + q.Encode()
-	}},
+	{Target: brokertest.Mem, idle: "2s"},
+	{Target: brokertest.RabbitMQ, idle: "2s"},
+	{Target: brokertest.Kafka, idle: "5s"},
+	{Target: brokertest.SQS, idle: "4s", query: url.Values{"visibility_timeout": {"2s"}, "wait_time": {"1s"}}},
+}
+
+// open returns the broker's URL, as an operator would write it, and removes
+// what the test creates for topic when the test ends. It skips the test when
+// the broker is not available (fails with CI=true).
+func (tg target) open(t *testing.T, topic string) string {
+	return tg.URL(t, topic, &brokertest.Options{Query: tg.query})
 }
 
 func TestEndToEnd(t *testing.T) {
 	for _, tg := range targets {
-		t.Run(tg.name, func(t *testing.T) {
+		t.Run(tg.Name, func(t *testing.T) {
 			topic := conformance.RandomName("ctl")
 			testEndToEnd(t, tg.open(t, topic), topic, tg.idle)
 		})
@@ -86,13 +59,13 @@ var privateGroup = regexp.MustCompile(`group (brokerctl-tail-[0-9a-z]+)`)
 // has no fan-out, refuses it.
 func TestTailOwnGroup(t *testing.T) {
 	for _, tg := range targets {
-		t.Run(tg.name, func(t *testing.T) {
+		t.Run(tg.Name, func(t *testing.T) {
 			topic := conformance.RandomName("ctl")
 			u := tg.open(t, topic)
 			if code, _, errOut := ctl(t, u, "", "publish", topic, "old"); code != 0 {
 				t.Fatalf("publish: exit %d: %s", code, errOut)
 			}
-			if !tg.fanOut {
+			if !tg.Capabilities.FanOut {
 				code, _, errOut := ctl(t, u, "", "tail", "--count", "1", topic)
 				if code != exitUsage || !strings.Contains(errOut, "default group") {
 					t.Fatalf("tail in a group of its own: exit %d, %q; want %d and a hint to use the default group", code, errOut, exitUsage)
@@ -134,7 +107,7 @@ func TestTailOwnGroup(t *testing.T) {
 			if code, out, _ := ctl(t, u, "", "stats", topic); code != 0 || rowHas(out, topic, "0") {
 				t.Errorf("stats of the default group after tail: exit %d, want the messages still there:\n%s", code, out)
 			}
-			if tg.name == "RabbitMQ" {
+			if tg.Name == brokertest.RabbitMQ.Name {
 				if exists := rabbitQueueExists(t, u, topic+"."+m[1]); exists {
 					t.Errorf("tail's queue %s.%s is still there after it exited", topic, m[1])
 				}
@@ -143,34 +116,14 @@ func TestTailOwnGroup(t *testing.T) {
 	}
 }
 
-// deleteRabbitAfter deletes, when the test ends, the exchanges of topic and
-// its dead-letter topic with the quorum queues of their default group: each
-// quorum queue holds file handles on the shared node.
-func deleteRabbitAfter(t *testing.T, uri, topic string) {
-	t.Cleanup(func() {
-		conn, err := amqp.DialConfig(uri, amqp.Config{Dial: amqp.DefaultDial(cleanupTimeout)})
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		for _, tp := range []string{topic, topic + ".dlq"} {
-			_, _ = ch.QueueDelete(tp+"."+broker.DefaultGroup, false, false, false)
-			_ = ch.ExchangeDelete(tp, false, false)
-		}
-	})
-}
+// rabbitTimeout bounds connecting to RabbitMQ to look for a queue.
+const rabbitTimeout = 10 * time.Second
 
 // rabbitQueueExists reports whether the queue exists, by declaring it
 // passively.
 func rabbitQueueExists(t *testing.T, uri, queue string) bool {
 	t.Helper()
-	conn, err := amqp.DialConfig(uri, amqp.Config{Dial: amqp.DefaultDial(cleanupTimeout)})
+	conn, err := amqp.DialConfig(uri, amqp.Config{Dial: amqp.DefaultDial(rabbitTimeout)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,46 +143,4 @@ func rabbitQueueExists(t *testing.T, uri, queue string) bool {
 	// Still there: remove it, so the failing test does not leak it.
 	_, _ = ch.QueueDelete(queue, false, false, false)
 	return true
-}
-
-// deleteKafkaAfter deletes, when the test ends, topic, its dead-letter topic,
-// the dead-letter topic of that (which the dlq commands' consumer creates
-// under create_topics) and the default group's consumer groups.
-func deleteKafkaAfter(t *testing.T, brokers []string, topic string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		tr := &kafka.Transport{}
-		defer tr.CloseIdleConnections()
-		c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
-		topics := []string{topic, topic + ".dlq", topic + ".dlq.dlq"}
-		var groups []string
-		for _, tp := range topics {
-			groups = append(groups, broker.DefaultGroup+"/"+tp)
-		}
-		_, _ = c.DeleteGroups(ctx, &kafka.DeleteGroupsRequest{GroupIDs: groups})
-		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: topics})
-	})
-}
-
-// deleteSQSAfter deletes the queues of topic and its dead-letter topic (and
-// the dead-letter queue the adapter created for that) when the test ends.
-func deleteSQSAfter(t *testing.T, endpoint, topic string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		c := sqs.NewFromConfig(aws.Config{
-			Region:      "us-east-1",
-			Credentials: credentials.NewStaticCredentialsProvider("brokerkit", "brokerkit", ""),
-		}, func(o *sqs.Options) { o.BaseEndpoint = aws.String(endpoint) })
-		for _, tp := range []string{topic, topic + ".dlq", topic + ".dlq.dlq"} {
-			name, _, err := sqsbroker.QueueName(tp)
-			if err != nil {
-				continue
-			}
-			if out, err := c.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)}); err == nil {
-				_, _ = c.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: out.QueueUrl})
-			}
-		}
-	})
 }

@@ -1,38 +1,24 @@
 package main
 
 import (
-	"context"
 	"net/url"
-	"strings"
 	"testing"
-	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/segmentio/kafka-go"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/brokerkit/broker"
-	"github.com/brokerkit/broker/adapters/sqsbroker"
 	"github.com/brokerkit/broker/conformance"
-	"github.com/brokerkit/broker/internal/testenv"
+	"github.com/brokerkit/broker/internal/brokertest"
 )
-
-// cleanupTimeout bounds the removal of what a run left on a broker.
-const cleanupTimeout = 10 * time.Second
 
 // realBroker is a broker the scenario runs on, configured as an operator
 // would: by BROKER_URL alone.
 type realBroker struct {
-	name string
-	// url returns the BROKER_URL for a run on topic and removes, when the test
-	// ends, what the run leaves on the broker. It skips the test when the
-	// broker is not available (and fails it with CI=true).
-	url func(t *testing.T, topic string) string
+	brokertest.Target
+	// query holds the URL parameters the scenario sets on this broker.
+	query url.Values
 }
 
 // Per-key order is on wherever the adapter declares OrderedByKey for the
@@ -42,28 +28,17 @@ type realBroker struct {
 // without per-key order. SQS has no FanOut either, so both consumers use the
 // default group.
 var realBrokers = []realBroker{
-	{name: "RabbitMQ", url: func(t *testing.T, topic string) string {
-		uri := testenv.AMQPURL(t)
-		deleteRabbitAfter(t, uri, topic)
-		return uri
-	}},
-	{name: "Kafka", url: func(t *testing.T, topic string) string {
-		brokers := testenv.KafkaBrokers(t)
-		deleteKafkaAfter(t, brokers, topic)
-		u := url.URL{Scheme: "kafka", Host: strings.Join(brokers, ","), RawQuery: "create_topics=true&partitions=3"}
-		return u.String()
-	}},
-	{name: "SQS", url: func(t *testing.T, topic string) string {
-		endpoint := testenv.SQSEndpoint(t)
-		// Credentials come from the AWS default chain; ElasticMQ accepts any.
-		t.Setenv("AWS_ACCESS_KEY_ID", "brokerkit")
-		t.Setenv("AWS_SECRET_ACCESS_KEY", "brokerkit")
-		t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-		deleteSQSAfter(t, endpoint, topic)
-		q := url.Values{"region": {"us-east-1"}, "endpoint": {endpoint}, "create_queues": {"true"},
-			"group": {broker.DefaultGroup}, "order_by_key": {"false"}}
-		return "sqs://?" + q.Encode()
-	}},
+	{Target: brokertest.RabbitMQ},
+	{Target: brokertest.Kafka},
+	{Target: brokertest.SQS, query: url.Values{"group": {broker.DefaultGroup}, "order_by_key": {"false"}}},
+}
+
+// brokerURL returns the BROKER_URL for a run on topic and removes, when the
+// test ends, what the run leaves on the broker, the two consumers' groups
+// included. It skips the test when the broker is not available (and fails it
+// with CI=true).
+func (b realBroker) brokerURL(t *testing.T, topic string) string {
+	return b.URL(t, topic, &brokertest.Options{Query: b.query, Groups: []string{notificationGroup, auditGroup}})
 }
 
 // The scenario on each real broker, on a fresh topic: no order lost, none
@@ -72,10 +47,10 @@ var realBrokers = []realBroker{
 // its event's publish, whose context crossed the broker in the headers.
 func TestScenarioOnBrokers(t *testing.T) {
 	for _, b := range realBrokers {
-		t.Run(b.name, func(t *testing.T) {
+		t.Run(b.Name, func(t *testing.T) {
 			cfg := testConfig("unused")
 			cfg.Topic = conformance.RandomName("orders") + ".confirmed"
-			cfg.URL = b.url(t, cfg.Topic)
+			cfg.URL = b.brokerURL(t, cfg.Topic)
 			cfg.Orders = 30
 			cfg.Poison = 3
 			cfg.Duplicates = 5
@@ -121,70 +96,4 @@ func checkTraces(t *testing.T, spans []sdktrace.ReadOnlySpan, topic string, call
 	if orphans > 0 {
 		t.Errorf("%d of %d process spans are not children of a publish's send span", orphans, processed)
 	}
-}
-
-// deleteRabbitAfter deletes, when the test ends, the exchanges of topic and
-// its dead-letter topic and the quorum queues of the groups the run used:
-// each quorum queue holds file handles on the shared node.
-func deleteRabbitAfter(t *testing.T, uri, topic string) {
-	t.Cleanup(func() {
-		conn, err := amqp.DialConfig(uri, amqp.Config{Dial: amqp.DefaultDial(cleanupTimeout)})
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		for _, q := range []string{topic + "." + broker.DefaultGroup, topic + "." + notificationGroup,
-			topic + ".dlq." + broker.DefaultGroup, topic + ".dlq." + auditGroup} {
-			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-				t.Logf("cleanup: queue %s: %v", q, err)
-				return // the channel is closed
-			}
-		}
-		for _, x := range []string{topic, topic + ".dlq"} {
-			_ = ch.ExchangeDelete(x, false, false)
-		}
-	})
-}
-
-// deleteKafkaAfter deletes, when the test ends, topic, its dead-letter topic
-// and the consumer groups the run used.
-func deleteKafkaAfter(t *testing.T, brokers []string, topic string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		tr := &kafka.Transport{}
-		defer tr.CloseIdleConnections()
-		c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
-		groups := []string{notificationGroup + "/" + topic, auditGroup + "/" + topic + ".dlq"}
-		_, _ = c.DeleteGroups(ctx, &kafka.DeleteGroupsRequest{GroupIDs: groups})
-		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic, topic + ".dlq", topic + ".dlq.dlq"}})
-	})
-}
-
-// deleteSQSAfter deletes, when the test ends, the queues of topic, of its
-// dead-letter topic, and the dead-letter queue created for that.
-func deleteSQSAfter(t *testing.T, endpoint, topic string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		c := sqs.NewFromConfig(aws.Config{
-			Region:      "us-east-1",
-			Credentials: credentials.NewStaticCredentialsProvider("brokerkit", "brokerkit", ""),
-		}, func(o *sqs.Options) { o.BaseEndpoint = aws.String(endpoint) })
-		for _, tp := range []string{topic, topic + ".dlq", topic + ".dlq.dlq"} {
-			name, _, err := sqsbroker.QueueName(tp)
-			if err != nil {
-				continue
-			}
-			if out, err := c.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)}); err == nil {
-				_, _ = c.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: out.QueueUrl})
-			}
-		}
-	})
 }

@@ -79,18 +79,7 @@ local v = redis.call('GET', KEYS[1])
 if v == 'claimed:' .. ARGV[1] then
 	redis.call('SET', KEYS[1], 'done:' .. ARGV[1], 'PX', ARGV[2])
 	return 1
-end
-if v == 'done:' .. ARGV[1] then
-	return 2
-end
-if not v then
-	return 0
-end
-if string.sub(v, 1, 5) == 'done:' then
-	return -2
-end
-return -1
-`)
+end` + refusal)
 
 // releaseScript deletes KEYS[1] if it holds the claim "claimed:<ARGV[1]>". It
 // returns 1 when it did, and otherwise a refusal code.
@@ -99,7 +88,12 @@ local v = redis.call('GET', KEYS[1])
 if v == 'claimed:' .. ARGV[1] then
 	redis.call('DEL', KEYS[1])
 	return 1
-end
+end` + refusal)
+
+// refusal ends completeScript and releaseScript for a value v that is not
+// the claim of token ARGV[1]: 2 when it is that token's Done, 0 when the key
+// is gone, -2 when another token's Done, -1 when another token's claim.
+const refusal = `
 if v == 'done:' .. ARGV[1] then
 	return 2
 end
@@ -110,7 +104,7 @@ if string.sub(v, 1, 5) == 'done:' then
 	return -2
 end
 return -1
-`)
+`
 
 // Claim implements idempotency.Store with one script run: SET NX PX, and a GET
 // when the key is taken.

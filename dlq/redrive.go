@@ -25,7 +25,13 @@ type Options struct {
 	// message's HeaderOriginalTopic.
 	To string
 	// Idle ends the run when no message arrived for this long. Zero means 2s.
+	// Before the first message the wait is at least FirstWait, since joining
+	// a consumer group can take longer than Idle; when the consumer's Stats
+	// say the dead-letter topic holds nothing, the run ends at once.
 	Idle time.Duration
+	// FirstWait bounds the wait for the first message when Stats say there
+	// are messages to read (or cannot say). Zero means 30s.
+	FirstWait time.Duration
 	// DryRun makes Redrive report what it would move without moving anything:
 	// every message is put back at the tail of the dead-letter topic.
 	DryRun bool
@@ -84,6 +90,19 @@ func run(ctx context.Context, c broker.Consumer, p broker.Publisher, from string
 	}
 	if opts.Idle <= 0 {
 		opts.Idle = 2 * time.Second
+	}
+	if opts.FirstWait <= 0 {
+		opts.FirstWait = 30 * time.Second
+	}
+	firstWait := max(opts.Idle, opts.FirstWait)
+	if sr, ok := c.(broker.StatsReader); ok {
+		st, err := sr.Stats(ctx, from, "")
+		switch {
+		case err == nil && st.Depth == 0 && st.InFlight <= 0:
+			return Report{}, nil // nothing parked, nothing leased: no need to join and wait
+		case err != nil || st.Depth < 0:
+			firstWait = opts.Idle // the figures are unknown: keep the plain idle rule
+		}
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -155,7 +174,7 @@ func run(ctx context.Context, c broker.Consumer, p broker.Publisher, from string
 	done := make(chan error, 1)
 	go func() { done <- c.Consume(runCtx, from, handler) }()
 
-	idle := time.NewTimer(opts.Idle)
+	idle := time.NewTimer(firstWait)
 	defer idle.Stop()
 	var err error
 wait:

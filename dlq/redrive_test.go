@@ -151,3 +151,29 @@ func TestRedriveLimitAndDryRun(t *testing.T) {
 	waitDepth(t, b, "jobs.dlq", 3)
 	waitDepth(t, b, "jobs", 2)
 }
+
+// An empty dead-letter topic ends a run at once, whatever Idle says: the
+// consumer's Stats show there is nothing to wait for.
+func TestRedriveOfAnEmptyTopicReturnsAtOnce(t *testing.T) {
+	b, err := membroker.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, p := tools(t, b)
+	done := make(chan error, 1)
+	go func() {
+		rep, err := dlq.Redrive(context.Background(), c, p, "quiet.dlq", dlq.Options{Idle: time.Minute})
+		if err == nil && rep != (dlq.Report{}) {
+			err = fmt.Errorf("report %+v, want nothing done", rep)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Redrive of an empty dead-letter topic waited for its Idle of a minute")
+	}
+}

@@ -53,11 +53,17 @@ func (m *Message) As(target any) bool {
 		return false
 	}
 	n := reflect.ValueOf(m.Native)
-	if !n.Type().AssignableTo(v.Elem().Type()) {
-		return false
+	if n.Type().AssignableTo(v.Elem().Type()) {
+		v.Elem().Set(n)
+		return true
 	}
-	v.Elem().Set(n)
-	return true
+	// An adapter may keep a pointer to its native message (no copy per
+	// message); a target of the pointed-to type gets a copy of it.
+	if n.Kind() == reflect.Pointer && !n.IsNil() && n.Elem().Type().AssignableTo(v.Elem().Type()) {
+		v.Elem().Set(n.Elem())
+		return true
+	}
+	return false
 }
 
 // Clone returns a deep copy of the publishable part of m (ID, Key, Body,

@@ -166,6 +166,16 @@ func TestMessageAs(t *testing.T) {
 	if m.As(&s) || m.As(nil) || m.As(n) || (&broker.Message{}).As(&n) {
 		t.Error("As reported true for a mismatched target")
 	}
+	// An adapter that keeps a pointer serves both value and pointer targets.
+	byRef := &broker.Message{Native: &native{9}}
+	var v native
+	var p *native
+	if !byRef.As(&v) || v.tag != 9 || !byRef.As(&p) || p.tag != 9 {
+		t.Errorf("As with a pointer Native: value %v, pointer %v", v, p)
+	}
+	if byRef.As(&s) {
+		t.Error("As reported true for a mismatched target of a pointer Native")
+	}
 }
 
 func TestConsumerOptionsValidate(t *testing.T) {

@@ -90,8 +90,9 @@
 //
 // # As
 //
-// A received message's Native value is a kafka.Message (from
-// github.com/segmentio/kafka-go), with partition, offset and raw headers:
+// A received message's Native value is a *kafka.Message (from
+// github.com/segmentio/kafka-go), with partition, offset and raw headers; As
+// takes a *kafka.Message or a **kafka.Message target:
 //
 //	var km kafka.Message
 //	if m.As(&km) {

@@ -86,12 +86,12 @@ func TestRecordSizeBound(t *testing.T) {
 		t.Fatalf("headers = %v", km.Headers)
 	}
 	back := &broker.Message{}
-	fromKafka(back, kafka.Message{Topic: "t", Partition: 2, Offset: 9, Key: km.Key, Value: km.Value, Headers: km.Headers})
+	fromKafka(back, &kafka.Message{Topic: "t", Partition: 2, Offset: 9, Key: km.Key, Value: km.Value, Headers: km.Headers})
 	if back.ID != m.ID || back.Key != "k" || len(back.Headers) != 2 || back.Headers["cc"] != "dd" || back.Attempt != 1 {
 		t.Fatalf("round trip = %+v", back)
 	}
 	foreign := &broker.Message{}
-	fromKafka(foreign, kafka.Message{Topic: "t", Partition: 2, Offset: 9})
+	fromKafka(foreign, &kafka.Message{Topic: "t", Partition: 2, Offset: 9})
 	if foreign.ID != "t/2/9" || foreign.Key != "" || foreign.Headers != nil {
 		t.Fatalf("foreign record = %+v", foreign)
 	}

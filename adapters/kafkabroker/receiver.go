@@ -267,20 +267,21 @@ var ended = func() context.Context {
 // deliveries records batch in the offsets and returns the deliveries for the
 // messages not already handled or being handled.
 func (s *subscription) deliveries(batch []kafka.Message) []*driver.Delivery {
-	ds := make([]*driver.Delivery, 0, len(batch))
-	idx := make([]int, 0, len(batch))
+	rs := make([]*received, 0, len(batch))
 	s.mu.Lock()
 	for i := range batch {
 		r := new(received)
 		if s.offsets.track(&r.entry, batch[i].Partition, batch[i].Offset) {
-			r.delivery = driver.Delivery{Message: &r.msg, Handle: &r.entry}
-			ds = append(ds, &r.delivery)
-			idx = append(idx, i)
+			r.record = batch[i]
+			rs = append(rs, r)
 		}
 	}
 	s.mu.Unlock()
-	for j, i := range idx {
-		fromKafka(ds[j].Message, batch[i])
+	ds := make([]*driver.Delivery, len(rs))
+	for j, r := range rs {
+		fromKafka(&r.msg, &r.record)
+		r.delivery = driver.Delivery{Message: &r.msg, Handle: &r.entry}
+		ds[j] = &r.delivery
 	}
 	s.inFlight.Add(int64(len(ds)))
 	return ds
@@ -292,10 +293,12 @@ type received struct {
 	entry    entry
 	delivery driver.Delivery
 	msg      broker.Message
+	record   kafka.Message // msg.Native points here: no copy boxed per message
 }
 
-// fromKafka fills m, a zero message, from a record; see toKafka.
-func fromKafka(m *broker.Message, km kafka.Message) {
+// fromKafka fills m, a zero message, from a record; see toKafka. m.Native is
+// km itself, which must outlive m.
+func fromKafka(m *broker.Message, km *kafka.Message) {
 	m.Key = string(km.Key)
 	m.Body = km.Value
 	m.Topic = km.Topic

@@ -72,7 +72,7 @@ func (o InitialOffset) kafka() int64 {
 
 // Defaults of Options, applied to zero fields.
 const (
-	DefaultBatchTimeout      = 2 * time.Millisecond
+	DefaultBatchTimeout      = 200 * time.Microsecond
 	DefaultBatchSize         = 1000
 	DefaultPublishAttempts   = 5
 	DefaultWriteTimeout      = 10 * time.Second
@@ -87,7 +87,7 @@ const (
 )
 
 // Options configure a Broker's publishers and consumers. The zero value is
-// valid and production-safe: acks from all in-sync replicas, a 2 ms batch
+// valid and production-safe: acks from all in-sync replicas, a 200 µs batch
 // window, no compression, no topic creation, plain TCP. Each field has a URL
 // query parameter (TLS and SASL through several; see the package
 // documentation).

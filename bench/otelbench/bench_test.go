@@ -1,4 +1,4 @@
-package brokerotel_test
+package otelbench
 
 import (
 	"context"
@@ -13,12 +13,15 @@ import (
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/membroker"
 	"github.com/brokerkit/broker/brokerotel"
+	"github.com/brokerkit/broker/internal/testenv"
 )
 
 // The benchmarks compare bare handlers and publishers with instrumented ones,
 // under the no-op providers (what a service gets without an OpenTelemetry SDK)
 // and under the SDK without an exporter (span and metric bookkeeping only).
 // The ratio bare ns/op / instrumented ns/op is the throughput kept.
+
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 var body256 = make([]byte, 256)
 

@@ -1,4 +1,4 @@
-package brokerotel_test
+package otelbench
 
 import (
 	"context"

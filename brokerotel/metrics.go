@@ -71,23 +71,14 @@ func outcomeIndex(o string) int {
 func Metrics(opts ...Option) broker.Middleware {
 	c := newConfig(opts)
 	m := c.meter()
-	ins := &consumerMetrics{cfg: c}
+	ins := &consumerMetrics{cfg: c,
+		duration:     durationHistogram(m, MetricProcessDuration, "Duration of handler calls."),
+		handled:      messageCounter(m, MetricHandled, "Handler calls, by outcome."),
+		failed:       messageCounter(m, MetricFailed, "Handler calls that failed, other than at shutdown."),
+		retried:      messageCounter(m, MetricRetried, "Deliveries after the first of a message."),
+		deadLettered: messageCounter(m, MetricDeadLettered, "Handler failures that send the message to the dead-letter topic."),
+	}
 	var err error
-	ins.duration, err = m.Float64Histogram(MetricProcessDuration, metric.WithUnit("s"),
-		metric.WithDescription("Duration of handler calls."), metric.WithExplicitBucketBoundaries(durationBuckets...))
-	handle(err)
-	ins.handled, err = m.Int64Counter(MetricHandled, metric.WithUnit("{message}"),
-		metric.WithDescription("Handler calls, by outcome."))
-	handle(err)
-	ins.failed, err = m.Int64Counter(MetricFailed, metric.WithUnit("{message}"),
-		metric.WithDescription("Handler calls that failed, other than at shutdown."))
-	handle(err)
-	ins.retried, err = m.Int64Counter(MetricRetried, metric.WithUnit("{message}"),
-		metric.WithDescription("Deliveries after the first of a message."))
-	handle(err)
-	ins.deadLettered, err = m.Int64Counter(MetricDeadLettered, metric.WithUnit("{message}"),
-		metric.WithDescription("Handler failures that send the message to the dead-letter topic."))
-	handle(err)
 	ins.inFlight, err = m.Int64UpDownCounter(MetricInFlight, metric.WithUnit("{message}"),
 		metric.WithDescription("Handler calls running."))
 	handle(err)

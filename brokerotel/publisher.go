@@ -90,21 +90,30 @@ func WrapPublisher(p broker.Publisher, opts ...Option) *Publisher {
 		prop:   c.prop,
 		system: semconv.MessagingSystemKey.String(c.system),
 	}
-	var err error
-	w.sent, err = m.Int64Counter(MetricSentMessages, metric.WithUnit("{message}"),
-		metric.WithDescription("Messages given to Publish, failed ones included (with error.type)."))
-	handle(err)
-	w.failed, err = m.Int64Counter(MetricPublishFailed, metric.WithUnit("{message}"),
-		metric.WithDescription("Messages that a Publish did not get accepted by the broker."))
-	handle(err)
-	w.duration, err = m.Float64Histogram(MetricOperationDuration, metric.WithUnit("s"),
-		metric.WithDescription("Duration of Publish calls."), metric.WithExplicitBucketBoundaries(durationBuckets...))
-	handle(err)
+	w.sent = messageCounter(m, MetricSentMessages, "Messages given to Publish, failed ones included (with error.type).")
+	w.failed = messageCounter(m, MetricPublishFailed, "Messages that a Publish did not get accepted by the broker.")
+	w.duration = durationHistogram(m, MetricOperationDuration, "Duration of Publish calls.")
 	return w
 }
 
 // handle reports an instrument that could not be created to the OpenTelemetry
 // error handler; the API then returns a working no-op instrument.
+// messageCounter is a counter of messages on m. An error goes to the
+// OpenTelemetry error handler; the counter is then a no-op.
+func messageCounter(m metric.Meter, name, description string) metric.Int64Counter {
+	c, err := m.Int64Counter(name, metric.WithUnit("{message}"), metric.WithDescription(description))
+	handle(err)
+	return c
+}
+
+// durationHistogram is a histogram of durations in seconds on m.
+func durationHistogram(m metric.Meter, name, description string) metric.Float64Histogram {
+	h, err := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(description),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
+	handle(err)
+	return h
+}
+
 func handle(err error) {
 	if err != nil {
 		otel.Handle(fmt.Errorf("brokerotel: %w", err))

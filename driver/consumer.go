@@ -12,6 +12,7 @@ import (
 
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/dlq"
+	"github.com/brokerkit/broker/internal/deadline"
 )
 
 // settleTimeout bounds one Ack, Nack or dead-letter publish that happens after
@@ -98,6 +99,10 @@ func (c *Consumer) Consume(ctx context.Context, topic string, h broker.Handler) 
 		}
 		return fmt.Errorf("%s: consume %q: %w", c.name, topic, err)
 	}
+	// Acks and nacks outlive ctx (draining), bounded by settleTimeout each,
+	// and end when the run has closed its subscription.
+	settleBase, endSettles := context.WithCancel(context.WithoutCancel(ctx))
+	defer endSettles()
 	r := &run{
 		c:       c,
 		topic:   topic,
@@ -105,7 +110,7 @@ func (c *Consumer) Consume(ctx context.Context, topic string, h broker.Handler) 
 		h:       h,
 		log:     c.opts.Logger.With("adapter", c.name, "topic", topic, "group", c.opts.Group),
 		bg:      context.WithoutCancel(ctx),
-		settle:  newSettleContexts(context.WithoutCancel(ctx), settleTimeout),
+		settle:  deadline.NewShared(settleBase, settleTimeout),
 		window:  newWindow(prefetch),
 		queue:   make(chan *Delivery, prefetch),
 		workers: make(chan struct{}, c.opts.Concurrency),
@@ -175,8 +180,8 @@ type run struct {
 	sub    Subscription
 	h      broker.Handler
 	log    *slog.Logger
-	bg     context.Context // for settling after ctx ended
-	settle *settleContexts // deadlines for Ack and Nack
+	bg     context.Context  // for settling after ctx ended
+	settle *deadline.Shared // deadlines for Ack and Nack
 
 	fetchCtx       context.Context // ends on Close or when the Consume ctx ends
 	stopFetch      context.CancelFunc
@@ -264,7 +269,6 @@ fetch:
 	if err := r.sub.Close(); err != nil {
 		r.log.Error("broker: closing subscription failed; unacknowledged messages will be redelivered", "error", err)
 	}
-	r.settle.stop()
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -453,13 +457,13 @@ func (r *run) deadLetter(d *Delivery, cause error, first, last time.Time, inProc
 }
 
 func (r *run) ack(d *Delivery) {
-	if err := r.sub.Ack(r.settle.get(), d); err != nil {
+	if err := r.sub.Ack(r.settle.Context(), d); err != nil {
 		r.log.Warn("broker: ack failed; the message will be redelivered", "id", d.Message.ID, "error", err)
 	}
 }
 
 func (r *run) nack(d *Delivery, delay time.Duration) {
-	if err := r.sub.Nack(r.settle.get(), d, delay); err != nil {
+	if err := r.sub.Nack(r.settle.Context(), d, delay); err != nil {
 		r.log.Warn("broker: nack failed; the message will be redelivered when its lease ends", "id", d.Message.ID, "error", err)
 	}
 }

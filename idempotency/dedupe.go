@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/internal/deadline"
 )
 
 // settleTries is how many times Dedupe tries Complete or Release before it
@@ -101,7 +102,7 @@ func Dedupe(store Store, opts *DedupeOptions) broker.Middleware {
 	}
 	d.opts = d.opts.WithDefaults()
 	if _, inProcess := store.(*MemoryStore); !inProcess {
-		d.deadlines = newSettleDeadlines(d.opts.SettleTimeout)
+		d.deadlines = deadline.NewShared(context.Background(), d.opts.SettleTimeout)
 	}
 	return func(next broker.Handler) broker.Handler {
 		return func(ctx context.Context, m *broker.Message) error {
@@ -139,7 +140,7 @@ func (o DedupeOptions) WithDefaults() DedupeOptions {
 type dedupe struct {
 	store     Store
 	opts      DedupeOptions
-	deadlines *settleDeadlines // nil for a MemoryStore, which never waits on I/O
+	deadlines *deadline.Shared // nil for a MemoryStore, which never waits on I/O
 }
 
 func (d *dedupe) handle(ctx context.Context, m *broker.Message, next broker.Handler) error {
@@ -201,7 +202,7 @@ func ClaimMessage(ctx context.Context, store Store, opts DedupeOptions, m *broke
 func (d *dedupe) settle(ctx context.Context, m *broker.Message, c Claim, complete bool) {
 	var sctx context.Context
 	if d.deadlines != nil {
-		sctx = d.deadlines.context(ctx)
+		sctx = d.deadlines.WithValuesOf(ctx)
 	} else {
 		sctx = context.WithoutCancel(ctx) // no deadline to read the clock for: the store does not block
 	}

@@ -197,6 +197,30 @@ func ClaimMessage(ctx context.Context, store Store, opts DedupeOptions, m *broke
 	return c, false, nil
 }
 
+// RetrySettle retries op, a Complete or Release of a claim that failed with
+// err, as Dedupe does: up to settleTries attempts in all, pausing 50ms and
+// then twice as long before each, while the error may pass (not ErrNotOwner,
+// not broker.ErrInvalidArgument) and ctx lasts. It returns the last error.
+// It is for middleware built on a Store, such as sqlstore.DedupeTx.
+func RetrySettle(ctx context.Context, err error, op func(context.Context) error) error {
+	for try, pause := 2, settleWait; err != nil && try <= settleTries; try, pause = try+1, 2*pause {
+		if errors.Is(err, ErrNotOwner) || errors.Is(err, broker.ErrInvalidArgument) {
+			break
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+		err = op(ctx)
+	}
+	return err
+}
+
 // settle completes c when the handler succeeded and releases it otherwise,
 // logging what could not be done.
 func (d *dedupe) settle(ctx context.Context, m *broker.Message, c Claim, complete bool) {
@@ -207,24 +231,18 @@ func (d *dedupe) settle(ctx context.Context, m *broker.Message, c Claim, complet
 		sctx = context.WithoutCancel(ctx) // no deadline to read the clock for: the store does not block
 	}
 	var err error
-	for try, pause := 1, settleWait; ; try, pause = try+1, 2*pause {
-		if complete {
-			err = d.store.Complete(sctx, c, d.opts.TTL)
-		} else {
-			err = d.store.Release(sctx, c)
-		}
-		if err == nil || try == settleTries || errors.Is(err, ErrNotOwner) || errors.Is(err, broker.ErrInvalidArgument) {
-			break
-		}
-		t := time.NewTimer(pause)
-		select {
-		case <-t.C:
-		case <-sctx.Done():
-		}
-		t.Stop()
-		if sctx.Err() != nil {
-			break
-		}
+	if complete {
+		err = d.store.Complete(sctx, c, d.opts.TTL)
+	} else {
+		err = d.store.Release(sctx, c)
+	}
+	if err != nil { // the closure is made on this path only: none per message
+		err = RetrySettle(sctx, err, func(ctx context.Context) error {
+			if complete {
+				return d.store.Complete(ctx, c, d.opts.TTL)
+			}
+			return d.store.Release(ctx, c)
+		})
 	}
 	switch {
 	case err == nil:

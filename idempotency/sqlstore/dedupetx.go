@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/idempotency"
@@ -113,25 +112,13 @@ func (d *dedupeTx) handle(ctx context.Context, m *broker.Message) error {
 }
 
 // release gives up c after a failure, with a context that outlives the
-// handler's, trying three times; what fails is logged.
+// handler's, retried as Dedupe retries; what fails is logged.
 func (d *dedupeTx) release(ctx context.Context, m *broker.Message, c idempotency.Claim) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.opts.SettleTimeout)
 	defer cancel()
-	var err error
-	for try, pause := 1, 50*time.Millisecond; ; try, pause = try+1, 2*pause {
-		err = d.store.Release(sctx, c)
-		if err == nil || try == 3 || errors.Is(err, idempotency.ErrNotOwner) || errors.Is(err, broker.ErrInvalidArgument) {
-			break
-		}
-		t := time.NewTimer(pause)
-		select {
-		case <-t.C:
-		case <-sctx.Done():
-		}
-		t.Stop()
-		if sctx.Err() != nil {
-			break
-		}
+	err := d.store.Release(sctx, c)
+	if err != nil {
+		err = idempotency.RetrySettle(sctx, err, func(ctx context.Context) error { return d.store.Release(ctx, c) })
 	}
 	switch {
 	case err == nil:

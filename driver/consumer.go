@@ -203,32 +203,12 @@ func (r *run) loop(ctx context.Context) error {
 	// fetches ahead by itself, the fetch loop runs the handler itself: a
 	// worker goroutine would add a hand-off per message and overlap nothing.
 	r.inline = r.c.opts.Concurrency == 1 && !r.c.opts.OrderByKey && r.c.feats.Buffered > 0
-	inline := r.inline
-	if !inline {
+	if !r.inline {
 		r.startWorkers()
 	}
-	loopDone := make(chan struct{})
-	defer close(loopDone)
-	go func() {
-		select {
-		case <-r.c.closing:
-			r.stopFetch()
-		case <-r.fetchCtx.Done():
-			return
-		}
-		if !inline {
-			return // drain bounds the workers
-		}
-		// The handler runs in the loop: bound it from here.
-		t := time.NewTimer(r.c.opts.DrainTimeout)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			r.log.Warn("broker: drain timeout; cancelling in-flight handlers", "timeout", r.c.opts.DrainTimeout)
-			r.cancelHandlers()
-		case <-loopDone:
-		}
-	}()
+	drained := make(chan struct{})
+	defer close(drained)
+	go r.boundDrain(drained)
 
 	var fatal error
 	pause := time.Duration(0)
@@ -241,7 +221,7 @@ fetch:
 		ds, err := r.sub.Receive(r.fetchCtx, n)
 		r.window.hold(len(ds))
 		for _, d := range ds {
-			if inline {
+			if r.inline {
 				r.process(d)
 			} else {
 				r.dispatch(d)
@@ -265,7 +245,8 @@ fetch:
 	}
 	r.stopFetch()
 	close(r.queue)
-	r.drain(ctx)
+	r.wg.Wait() // bounded by boundDrain; a ctx that ended has cancelled the handlers already
+	r.cancelHandlers()
 	if err := r.sub.Close(); err != nil {
 		r.log.Error("broker: closing subscription failed; unacknowledged messages will be redelivered", "error", err)
 	}
@@ -278,21 +259,23 @@ fetch:
 	return nil
 }
 
-// drain waits for started handlers, up to the drain timeout unless the Consume
-// context already ended, then cancels the rest and waits for them to return.
-func (r *run) drain(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
+// boundDrain stops fetching when the consumer is closed and, from the moment
+// fetching stops for any reason, gives the running handlers (the inline one
+// too) DrainTimeout to return before it cancels their context.
+func (r *run) boundDrain(drained <-chan struct{}) {
+	select {
+	case <-r.c.closing:
+		r.stopFetch()
+	case <-r.fetchCtx.Done():
+	}
 	t := time.NewTimer(r.c.opts.DrainTimeout)
 	defer t.Stop()
 	select {
-	case <-done:
 	case <-t.C:
 		r.log.Warn("broker: drain timeout; cancelling in-flight handlers", "timeout", r.c.opts.DrainTimeout)
-	case <-ctx.Done():
+		r.cancelHandlers()
+	case <-drained:
 	}
-	r.cancelHandlers()
-	<-done
 }
 
 // startWorkers starts the goroutines that take unordered deliveries from

@@ -58,41 +58,46 @@ func (nopSender) Close() error                                          { return
 // loop; Close must still cancel a handler stuck past the drain timeout, and
 // hand back every delivery it did not finish.
 func TestInlineHandlerIsCancelledAfterDrainTimeout(t *testing.T) {
-	r := &bufferedReceiver{}
-	c, err := NewConsumer("test", r, nopSender{}, broker.ConsumerOptions{Concurrency: 1, DrainTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	cancelled := make(chan struct{})
-	var once sync.Once
-	done := make(chan error, 1)
-	go func() {
-		done <- c.Consume(context.Background(), "t", func(ctx context.Context, _ *broker.Message) error {
-			once.Do(func() { close(started) })
-			<-ctx.Done()
-			close(cancelled)
-			return ctx.Err()
+	// The same bound holds for handlers on worker goroutines (Concurrency 2).
+	for _, concurrency := range []int{1, 2} {
+		t.Run(fmt.Sprintf("concurrency-%d", concurrency), func(t *testing.T) {
+			r := &bufferedReceiver{}
+			c, err := NewConsumer("test", r, nopSender{}, broker.ConsumerOptions{Concurrency: concurrency, DrainTimeout: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			started := make(chan struct{})
+			cancelled := make(chan struct{})
+			var startOnce, cancelOnce sync.Once
+			done := make(chan error, 1)
+			go func() {
+				done <- c.Consume(context.Background(), "t", func(ctx context.Context, _ *broker.Message) error {
+					startOnce.Do(func() { close(started) })
+					<-ctx.Done()
+					cancelOnce.Do(func() { close(cancelled) })
+					return ctx.Err()
+				})
+			}()
+			<-started
+			closed := make(chan error, 1)
+			go func() { closed <- c.Close() }()
+			select {
+			case <-cancelled:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the stuck handler was not cancelled after the drain timeout")
+			}
+			if err := <-closed; err != nil {
+				t.Fatalf("Close = %v", err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Consume = %v, want nil after Close", err)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.acked != 0 || r.nacked != 8 {
+				t.Fatalf("acked %d, nacked %d; want 0 acked and all 8 held deliveries handed back", r.acked, r.nacked)
+			}
 		})
-	}()
-	<-started
-	closed := make(chan error, 1)
-	go func() { closed <- c.Close() }()
-	select {
-	case <-cancelled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the stuck handler was not cancelled after the drain timeout")
-	}
-	if err := <-closed; err != nil {
-		t.Fatalf("Close = %v", err)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("Consume = %v, want nil after Close", err)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.acked != 0 || r.nacked != 8 {
-		t.Fatalf("acked %d, nacked %d; want 0 acked and all 8 held deliveries handed back", r.acked, r.nacked)
 	}
 }
 

@@ -265,8 +265,18 @@ func (o ConsumerOptions) DeadLetterTopicFor(topic string) string {
 	if o.DeadLetterTopic != "" {
 		return o.DeadLetterTopic
 	}
-	return topic + ".dlq"
+	return DeadLetterTopic(topic)
 }
+
+// DeadLetterSuffix ends the name of a default dead-letter topic.
+const DeadLetterSuffix = ".dlq"
+
+// DeadLetterTopic returns topic's default dead-letter topic, "<topic>.dlq".
+func DeadLetterTopic(topic string) string { return topic + DeadLetterSuffix }
+
+// IsDeadLetterTopic reports whether topic is named as a dead-letter topic.
+// Adapters give such topics no dead-letter topic of their own.
+func IsDeadLetterTopic(topic string) bool { return strings.HasSuffix(topic, DeadLetterSuffix) }
 
 // ValidateTopic returns an error wrapping ErrInvalidArgument when topic is empty
 // or contains white space or control characters. Adapters add their own limits.

@@ -189,3 +189,15 @@ func TestConsumerOptionsValidate(t *testing.T) {
 		t.Errorf("WithDefaults() = %+v", d)
 	}
 }
+
+func TestDeadLetterTopicNames(t *testing.T) {
+	if got := broker.DeadLetterTopic("orders"); got != "orders.dlq" || !broker.IsDeadLetterTopic(got) || broker.IsDeadLetterTopic("orders") {
+		t.Errorf("DeadLetterTopic(orders) = %q; IsDeadLetterTopic wrong", got)
+	}
+	if got := (broker.ConsumerOptions{}).DeadLetterTopicFor("orders"); got != "orders.dlq" {
+		t.Errorf("DeadLetterTopicFor = %q, want the default name", got)
+	}
+	if got := (broker.ConsumerOptions{DeadLetterTopic: "parked"}).DeadLetterTopicFor("orders"); got != "parked" {
+		t.Errorf("DeadLetterTopicFor with DeadLetterTopic = %q, want parked", got)
+	}
+}

@@ -78,7 +78,7 @@ func (b *Broker) CreateTopic(ctx context.Context, topic string, partitions int) 
 	if partitions < 0 {
 		return fmt.Errorf("kafka: create topic %q: %d partitions: %w", topic, partitions, broker.ErrInvalidArgument)
 	}
-	return b.a.createAndWait(ctx, partitions, topic, topic+".dlq")
+	return b.a.createAndWait(ctx, partitions, topic, broker.DeadLetterTopic(topic))
 }
 
 func prepare(brokers []string, opts *Options) (Options, error) {

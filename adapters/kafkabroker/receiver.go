@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,7 +86,7 @@ func (r *receiver) Subscribe(ctx context.Context, topic string, cfg driver.Subsc
 		}
 		// The broker is down: the Reader joins once it is back.
 		log.Warn("kafka: cannot look up the topic; consuming anyway", "error", err)
-	} else if strings.HasSuffix(topic, ".dlq") && co.DeadLetterTopic == "" {
+	} else if broker.IsDeadLetterTopic(topic) && co.DeadLetterTopic == "" {
 		// A dead-letter topic's consumer (dlq.Peek, dlq.Redrive) parks
 		// nothing: no "<x>.dlq.dlq" is created for it.
 	} else if err := r.a.ensure(ctx, dead); err != nil {

@@ -227,5 +227,5 @@ func (s *sender) Stats(ctx context.Context, topic, group string) (broker.Stats, 
 	if group == "" {
 		group = broker.DefaultGroup
 	}
-	return s.a.stats(ctx, topic, groupID(group, topic, s.a.opts.GroupIDVerbatim), topic+".dlq", -1)
+	return s.a.stats(ctx, topic, groupID(group, topic, s.a.opts.GroupIDVerbatim), broker.DeadLetterTopic(topic), -1)
 }

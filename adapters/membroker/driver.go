@@ -95,7 +95,7 @@ func (r receiver) Stats(ctx context.Context, topic, group string) (broker.Stats,
 			st = broker.Stats{Depth: waiting, Lag: waiting, InFlight: int64(len(q.inFlight)), Consumers: int64(q.consumers)}
 		}
 	}
-	if t := b.topics[topic+".dlq"]; t != nil {
+	if t := b.topics[broker.DeadLetterTopic(topic)]; t != nil {
 		st.DeadLetters = int64(t.groups[broker.DefaultGroup].size())
 	}
 	return st, nil

@@ -22,8 +22,8 @@ var (
 // behind: each holds file handles on the shared broker, and a node started
 // with the default limit of 1024 stops accepting connections after about 300.
 func deleteTopicAfter(t *testing.T, uri, topic string) {
-	deleteAfter(t, uri, []string{queueName(topic, broker.DefaultGroup), queueName(topic+deadLetterSuffix, broker.DefaultGroup)},
-		[]string{topic, topic + deadLetterSuffix})
+	deleteAfter(t, uri, []string{queueName(topic, broker.DefaultGroup), queueName(broker.DeadLetterTopic(topic), broker.DefaultGroup)},
+		[]string{topic, broker.DeadLetterTopic(topic)})
 }
 
 // deleteQueueAfter deletes a group's queue when the test ends.

@@ -66,7 +66,7 @@ func inspect(conn *amqp.Connection, queue string) (amqp.Queue, error) {
 // Stats implements broker.StatsReader for the publisher. InFlight is -1: only
 // a consumer knows what it holds.
 func (s *sender) Stats(ctx context.Context, topic, group string) (broker.Stats, error) {
-	return queueStats(ctx, s.c, topic, group, topic+deadLetterSuffix)
+	return queueStats(ctx, s.c, topic, group, broker.DeadLetterTopic(topic))
 }
 
 // Stats reports the group queue's ready count and consumers from a passive

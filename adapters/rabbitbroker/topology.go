@@ -11,9 +11,6 @@ import (
 )
 
 const (
-	// deadLetterSuffix ends the name of a dead-letter topic. Queues of such a
-	// topic get no dead-letter exchange of their own, which ends the chain.
-	deadLetterSuffix = ".dlq"
 	// deadLetterDeliveryLimit is the x-delivery-limit of dead-letter queues:
 	// effectively unlimited on every RabbitMQ version. It cannot be left out (4.x
 	// then applies 20 and drops what passes it) nor be -1 (3.x reads that as "drop
@@ -30,8 +27,6 @@ const (
 // queueName is the queue of group on topic.
 func queueName(topic, group string) string { return topic + "." + group }
 
-func isDeadLetterTopic(topic string) bool { return strings.HasSuffix(topic, deadLetterSuffix) }
-
 // topology declares the exchanges, queues and bindings of topics. Every
 // declaration of one queue must use the same arguments, or RabbitMQ refuses it
 // (406), so the arguments depend only on the topic and the delivery limit.
@@ -46,8 +41,8 @@ func checkNames(topic, group string) error {
 		return fmt.Errorf("amqp: topic %q: names starting with \"amq.\" are reserved by RabbitMQ: %w", topic, broker.ErrInvalidArgument)
 	}
 	longest := queueName(topic, group) + lockSuffix
-	if !isDeadLetterTopic(topic) {
-		longest = max(longest, queueName(topic+deadLetterSuffix, broker.DefaultGroup))
+	if !broker.IsDeadLetterTopic(topic) {
+		longest = max(longest, queueName(broker.DeadLetterTopic(topic), broker.DefaultGroup))
 	}
 	if len(longest) > maxName {
 		return fmt.Errorf("amqp: topic %q and group %q make the queue name %q, over AMQP's %d bytes: %w",
@@ -58,7 +53,7 @@ func checkNames(topic, group string) error {
 
 // queueArgs are the arguments of every queue of topic.
 func (t topology) queueArgs(topic string) amqp.Table {
-	if isDeadLetterTopic(topic) {
+	if broker.IsDeadLetterTopic(topic) {
 		return amqp.Table{
 			amqp.QueueTypeArg: amqp.QueueTypeQuorum,
 			argDeliveryLimit:  int32(deadLetterDeliveryLimit),
@@ -67,7 +62,7 @@ func (t topology) queueArgs(topic string) amqp.Table {
 	return amqp.Table{
 		amqp.QueueTypeArg:        amqp.QueueTypeQuorum,
 		argDeliveryLimit:         int32(t.deliveryLimit),
-		"x-dead-letter-exchange": topic + deadLetterSuffix,
+		"x-dead-letter-exchange": broker.DeadLetterTopic(topic),
 		// At-least-once dead-lettering: the broker keeps a message until the
 		// dead-letter queue confirmed it. It requires the reject-publish overflow.
 		"x-dead-letter-strategy": "at-least-once",
@@ -81,8 +76,8 @@ func (t topology) queueArgs(topic string) amqp.Table {
 // messages the broker dead-letters have somewhere to go. A failed declaration
 // closes ch.
 func (t topology) declare(ch *amqp.Channel, topic, group string) error {
-	if !isDeadLetterTopic(topic) {
-		if err := t.declareOne(ch, topic+deadLetterSuffix, broker.DefaultGroup); err != nil {
+	if !broker.IsDeadLetterTopic(topic) {
+		if err := t.declareOne(ch, broker.DeadLetterTopic(topic), broker.DefaultGroup); err != nil {
 			return err
 		}
 	}

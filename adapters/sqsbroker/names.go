@@ -13,7 +13,6 @@ import (
 
 const (
 	fifoSuffix = ".fifo"
-	dlqSuffix  = ".dlq"
 	// maxQueueName is the SQS limit on a queue name, ".fifo" included.
 	maxQueueName = 80
 )
@@ -45,8 +44,8 @@ func QueueName(topic string) (name string, fifo bool, err error) {
 	}
 	base := topic
 	dlqs := 0
-	for strings.HasSuffix(base, dlqSuffix) {
-		base = strings.TrimSuffix(base, dlqSuffix)
+	for strings.HasSuffix(base, broker.DeadLetterSuffix) {
+		base = strings.TrimSuffix(base, broker.DeadLetterSuffix)
 		dlqs++
 	}
 	fifo = strings.HasSuffix(base, fifoSuffix)
@@ -56,7 +55,7 @@ func QueueName(topic string) (name string, fifo bool, err error) {
 		base = topic // only ".fifo" moves; plain ".dlq" suffixes are mapped like any dot
 		dlqs = 0
 	}
-	name = strings.ReplaceAll(base+strings.Repeat(dlqSuffix, dlqs), ".", "-")
+	name = strings.ReplaceAll(base+strings.Repeat(broker.DeadLetterSuffix, dlqs), ".", "-")
 	if fifo {
 		name += fifoSuffix
 	}
@@ -96,11 +95,6 @@ func queueURLFor(topic, name string) string {
 	i := strings.LastIndexByte(topic, '/')
 	return topic[:i+1] + name
 }
-
-// isDeadLetterTopic reports whether topic is a dead-letter topic by the
-// default naming, "<topic>.dlq"; the adapter gives such queues no redrive
-// policy of their own.
-func isDeadLetterTopic(topic string) bool { return strings.HasSuffix(topic, dlqSuffix) }
 
 // maxFIFOID is the SQS limit on MessageGroupId and MessageDeduplicationId.
 const maxFIFOID = 128

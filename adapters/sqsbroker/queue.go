@@ -62,7 +62,7 @@ func (b *Broker) receiveLimit(maxAttempts int) int {
 
 // specFor is the creation spec for topic used with the given MaxAttempts.
 func (b *Broker) specFor(topic, deadLetterTopic string, maxAttempts int) *createSpec {
-	if isDeadLetterTopic(topic) {
+	if broker.IsDeadLetterTopic(topic) {
 		return &createSpec{}
 	}
 	return &createSpec{deadLetterTopic: deadLetterTopic, maxReceiveCount: b.receiveLimit(maxAttempts)}
@@ -127,7 +127,7 @@ func (b *Broker) CreateQueue(ctx context.Context, topic, deadLetterTopic string)
 		return fmt.Errorf("sqs: create queue: %w", err)
 	}
 	if deadLetterTopic == "" {
-		deadLetterTopic = topic + dlqSuffix
+		deadLetterTopic = broker.DeadLetterTopic(topic)
 	}
 	qname, fifo, err := QueueName(topic)
 	if err != nil {

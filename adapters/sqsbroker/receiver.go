@@ -95,7 +95,7 @@ func (r *receiver) Stats(ctx context.Context, topic, group string) (broker.Stats
 	dlt := r.deadLetter[topic]
 	r.mu.Unlock()
 	if dlt == "" {
-		dlt = topic + dlqSuffix
+		dlt = broker.DeadLetterTopic(topic)
 	}
 	return r.b.stats(ctx, topic, group, dlt)
 }

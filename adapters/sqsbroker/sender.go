@@ -45,7 +45,7 @@ func (s *sender) Stats(ctx context.Context, topic, group string) (broker.Stats, 
 // of the batch the failed one was in are one SQS call and may have been
 // accepted.
 func (s *sender) Send(ctx context.Context, topic string, msgs []*broker.Message) error {
-	q, err := s.b.queue(ctx, topic, s.b.specFor(topic, topic+dlqSuffix, 0))
+	q, err := s.b.queue(ctx, topic, s.b.specFor(topic, broker.DeadLetterTopic(topic), 0))
 	if err != nil {
 		return err
 	}

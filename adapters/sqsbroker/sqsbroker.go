@@ -167,7 +167,7 @@ func (b *Broker) NewConsumer(opts *broker.ConsumerOptions) (*driver.Consumer, er
 // the messages in "<topic>.dlq" (-1 if it does not exist). Consumers is -1:
 // SQS does not know it. Group must be "" or broker.DefaultGroup.
 func (b *Broker) Stats(ctx context.Context, topic, group string) (broker.Stats, error) {
-	return b.stats(ctx, topic, group, topic+dlqSuffix)
+	return b.stats(ctx, topic, group, broker.DeadLetterTopic(topic))
 }
 
 var _ broker.StatsReader = (*Broker)(nil)

@@ -83,7 +83,7 @@ func (r *result) ok() bool {
 // slow and flaky provider; a third consumer watches the dead-letter topic.
 func run(ctx context.Context, cfg config) (*result, error) {
 	res := &result{cfg: cfg, orders: workload(cfg), peakLag: -1}
-	deadTopic := cfg.Topic + ".dlq"
+	deadTopic := broker.DeadLetterTopic(cfg.Topic)
 	notifyURL, err := consumerURL(cfg)
 	if err != nil {
 		return nil, err

@@ -32,6 +32,10 @@ const (
 	closeWait = 2 * time.Second
 )
 
+// GroupID is the Kafka consumer group id a consumer of group on topic joins
+// (unless Options.GroupIDVerbatim), for tools that inspect or remove it.
+func GroupID(group, topic string) string { return groupID(group, topic, false) }
+
 // groupID is the Kafka consumer group id of group on topic: "<group>/<topic>"
 // unless verbatim. Neither a Kafka topic name nor a ConsumerOptions.Group can
 // contain '/', so distinct (group, topic) pairs never share an id.

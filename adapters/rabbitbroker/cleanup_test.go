@@ -22,13 +22,13 @@ var (
 // behind: each holds file handles on the shared broker, and a node started
 // with the default limit of 1024 stops accepting connections after about 300.
 func deleteTopicAfter(t *testing.T, uri, topic string) {
-	deleteAfter(t, uri, []string{queueName(topic, broker.DefaultGroup), queueName(broker.DeadLetterTopic(topic), broker.DefaultGroup)},
+	deleteAfter(t, uri, []string{QueueName(topic, broker.DefaultGroup), QueueName(broker.DeadLetterTopic(topic), broker.DefaultGroup)},
 		[]string{topic, broker.DeadLetterTopic(topic)})
 }
 
 // deleteQueueAfter deletes a group's queue when the test ends.
 func deleteQueueAfter(t *testing.T, uri, topic, group string) {
-	deleteAfter(t, uri, []string{queueName(topic, group)}, nil)
+	deleteAfter(t, uri, []string{QueueName(topic, group)}, nil)
 }
 
 // deleteAfter deletes queues and exchanges when the test ends, giving up

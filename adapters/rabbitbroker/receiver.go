@@ -76,7 +76,7 @@ func (r *receiver) Subscribe(ctx context.Context, topic string, cfg driver.Subsc
 	if err := checkNames(topic, o.Group); err != nil {
 		return nil, err
 	}
-	q := queueName(topic, o.Group)
+	q := QueueName(topic, o.Group)
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()

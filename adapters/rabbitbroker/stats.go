@@ -25,7 +25,7 @@ func queueStats(ctx context.Context, c *connector, topic, group, deadLetterTopic
 	if err != nil {
 		return broker.Stats{}, err
 	}
-	q, err := bounded(ctx, func() (amqp.Queue, error) { return inspect(conn, queueName(topic, group)) }, nil)
+	q, err := bounded(ctx, func() (amqp.Queue, error) { return inspect(conn, QueueName(topic, group)) }, nil)
 	if err != nil {
 		return broker.Stats{}, err
 	}
@@ -36,7 +36,7 @@ func queueStats(ctx context.Context, c *connector, topic, group, deadLetterTopic
 		Consumers: int64(q.Consumers),
 	}
 	dq, err := bounded(ctx, func() (amqp.Queue, error) {
-		return inspect(conn, queueName(deadLetterTopic, broker.DefaultGroup))
+		return inspect(conn, QueueName(deadLetterTopic, broker.DefaultGroup))
 	}, nil)
 	switch {
 	case err == nil:
@@ -80,7 +80,7 @@ func (r *receiver) Stats(ctx context.Context, topic, group string) (broker.Stats
 		return st, err
 	}
 	r.mu.Lock()
-	if n := r.inFlight[queueName(topic, group)]; n != nil {
+	if n := r.inFlight[QueueName(topic, group)]; n != nil {
 		st.InFlight = max(n.Load(), 0)
 	} else {
 		st.InFlight = 0

@@ -24,8 +24,9 @@ const (
 	maxName = 255
 )
 
-// queueName is the queue of group on topic.
-func queueName(topic, group string) string { return topic + "." + group }
+// QueueName is the name of the quorum queue that holds group's messages of
+// topic, for tools that inspect or remove it.
+func QueueName(topic, group string) string { return topic + "." + group }
 
 // topology declares the exchanges, queues and bindings of topics. Every
 // declaration of one queue must use the same arguments, or RabbitMQ refuses it
@@ -40,9 +41,9 @@ func checkNames(topic, group string) error {
 	if strings.HasPrefix(topic, "amq.") {
 		return fmt.Errorf("amqp: topic %q: names starting with \"amq.\" are reserved by RabbitMQ: %w", topic, broker.ErrInvalidArgument)
 	}
-	longest := queueName(topic, group) + lockSuffix
+	longest := QueueName(topic, group) + lockSuffix
 	if !broker.IsDeadLetterTopic(topic) {
-		longest = max(longest, queueName(broker.DeadLetterTopic(topic), broker.DefaultGroup))
+		longest = max(longest, QueueName(broker.DeadLetterTopic(topic), broker.DefaultGroup))
 	}
 	if len(longest) > maxName {
 		return fmt.Errorf("amqp: topic %q and group %q make the queue name %q, over AMQP's %d bytes: %w",
@@ -88,7 +89,7 @@ func (t topology) declareOne(ch *amqp.Channel, topic, group string) error {
 	if err := ch.ExchangeDeclare(topic, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		return mismatch("exchange", topic, err)
 	}
-	q := queueName(topic, group)
+	q := QueueName(topic, group)
 	if _, err := ch.QueueDeclare(q, true, false, false, false, t.queueArgs(topic)); err != nil {
 		return mismatch("queue", q, err)
 	}

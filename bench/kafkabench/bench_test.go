@@ -90,7 +90,7 @@ func (e *env) rawWriter() *kafka.Writer {
 func (e *env) rawReader(topic, group string) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:                e.brokers,
-		GroupID:                group + "/" + topic,
+		GroupID:                kafkabroker.GroupID(group, topic),
 		Topic:                  topic,
 		Dialer:                 &kafka.Dialer{ClientID: kafkabroker.DefaultClientID, Timeout: kafkabroker.DefaultDialTimeout, DualStack: true},
 		QueueCapacity:          256,

@@ -11,14 +11,16 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/brokerkit/broker/adapters/kafkabroker"
+	"github.com/brokerkit/broker/adapters/rabbitbroker"
 	"github.com/brokerkit/broker/adapters/sqsbroker"
 )
 
 // cleanupTimeout bounds the deletion of what one test left on a broker.
 const cleanupTimeout = 30 * time.Second
 
-// deleteRabbit deletes the groups' quorum queues of topics, named as the
-// adapter names them ("<topic>.<group>"), and the topics' exchanges.
+// deleteRabbit deletes the groups' quorum queues of topics
+// (rabbitbroker.QueueName), and the topics' exchanges.
 // RabbitMQ deletes what does not exist without complaint.
 func deleteRabbit(t testing.TB, uri string, topics, groups []string) {
 	conn, err := amqp.DialConfig(uri, amqp.Config{Dial: amqp.DefaultDial(cleanupTimeout)})
@@ -43,7 +45,7 @@ func deleteRabbit(t testing.TB, uri string, topics, groups []string) {
 	}
 	for _, topic := range topics {
 		for _, group := range groups {
-			q := topic + "." + group
+			q := rabbitbroker.QueueName(topic, group)
 			do("queue "+q, func(ch *amqp.Channel) error {
 				_, err := ch.QueueDelete(q, false, false, false)
 				return err
@@ -56,7 +58,7 @@ func deleteRabbit(t testing.TB, uri string, topics, groups []string) {
 }
 
 // deleteKafka deletes the consumer groups the adapter makes of groups on
-// topics ("<group>/<topic>"), then topics. Kafka reports what does not exist
+// topics (kafkabroker.GroupID), then topics. Kafka reports what does not exist
 // per group and topic, which is not logged.
 func deleteKafka(t testing.TB, brokers string, topics, groups []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
@@ -67,7 +69,7 @@ func deleteKafka(t testing.TB, brokers string, topics, groups []string) {
 	var ids []string
 	for _, topic := range topics {
 		for _, group := range groups {
-			ids = append(ids, group+"/"+topic)
+			ids = append(ids, kafkabroker.GroupID(group, topic))
 		}
 	}
 	if _, err := c.DeleteGroups(ctx, &kafka.DeleteGroupsRequest{GroupIDs: ids}); err != nil {

@@ -77,7 +77,7 @@ func TestWrapContext(t *testing.T) {
 
 func TestRecordSizeBound(t *testing.T) {
 	m := &broker.Message{ID: "0123456789", Key: "k", Body: make([]byte, 100), Headers: map[string]string{"a": "b", "cc": "dd"}}
-	km := toKafka("t", m, time.Time{})
+	km := toKafka("t", []*broker.Message{m}, time.Time{})[0]
 	// kafka-go's own estimate of the record is below our bound.
 	if n := recordSize(m); n < len(km.Key)+len(km.Value)+len(HeaderID)+len(m.ID)+6 {
 		t.Fatalf("recordSize %d is not an upper bound", n)
@@ -95,8 +95,60 @@ func TestRecordSizeBound(t *testing.T) {
 	if foreign.ID != "t/2/9" || foreign.Key != "" || foreign.Headers != nil {
 		t.Fatalf("foreign record = %+v", foreign)
 	}
-	unkeyed := toKafka("t", &broker.Message{ID: "x"}, time.Time{})
+	unkeyed := toKafka("t", []*broker.Message{{ID: "x"}}, time.Time{})[0]
 	if unkeyed.Key != nil {
 		t.Fatalf("an empty Key must be a null record key, got %q", unkeyed.Key)
+	}
+}
+
+// The records of one batch share their byte and header allocations; each must
+// still carry exactly its own ID, key and headers, and appending to one record's
+// slices must not write into its neighbour's.
+func TestToKafkaBatchKeepsRecordsApart(t *testing.T) {
+	msgs := []*broker.Message{
+		{ID: "id-0", Key: "k0"},
+		{ID: "id-1"},
+		{ID: "id-2", Key: "key-2", Headers: map[string]string{"h": "v", HeaderID: "ignored"}},
+		{ID: "id-3", Key: "k3"},
+	}
+	km := toKafka("t", msgs, time.Time{})
+	km[0].Key = append(km[0].Key, 'X')
+	km[0].Headers = append(km[0].Headers, kafka.Header{Key: "extra"})
+	for i, m := range msgs {
+		back := &broker.Message{}
+		fromKafka(back, &km[i])
+		if back.ID != m.ID || (i > 0 && back.Key != m.Key) || km[i].Topic != "t" {
+			t.Errorf("record %d = %+v, want id %q key %q", i, back, m.ID, m.Key)
+		}
+		if i > 0 && len(m.Headers) == 0 && len(km[i].Headers) != 1 {
+			t.Errorf("record %d headers = %v, want only the ID", i, km[i].Headers)
+		}
+	}
+	if got := km[2].Headers; len(got) != 2 || got[0].Key != HeaderID || string(got[0].Value) != "id-2" || got[1].Key != "h" {
+		t.Errorf("record 2 headers = %v, want the ID then h", got)
+	}
+	if km[1].Key != nil || len(km[1].Headers) != 1 {
+		t.Errorf("record 1 = key %q headers %v, want no key and only the ID", km[1].Key, km[1].Headers)
+	}
+}
+
+// A probe lets the first select of a FetchMessage call take a waiting message
+// (no Done channel to race it) and ends every later select of the same call.
+func TestProbeContext(t *testing.T) {
+	p := &probe{Context: context.Background()}
+	if p.Done() != nil || p.Err() != nil {
+		t.Fatal("first select: want no Done channel and no error")
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("second select: Done must be closed")
+	}
+	if !errors.Is(p.Err(), context.Canceled) {
+		t.Fatalf("Err after Done closed = %v, want context.Canceled", p.Err())
+	}
+	p.selects = 0
+	if p.Done() != nil {
+		t.Fatal("a reset probe must start over")
 	}
 }

@@ -138,6 +138,7 @@ func (r *receiver) Subscribe(ctx context.Context, topic string, cfg driver.Subsc
 		log:      log,
 		offsets:  newOffsets(),
 		done:     make(chan struct{}),
+		probe:    probe{Context: context.Background()},
 	}
 	s.loopCtx, s.stopLoop = context.WithCancel(context.Background())
 	r.mu.Lock()
@@ -192,6 +193,7 @@ type subscription struct {
 
 	stash error           // an error fetched behind messages, returned by the next Receive
 	buf   []kafka.Message // Receive's batch, reused
+	probe probe           // the context of fetchBuffered's calls
 
 	mu       sync.Mutex // guards offsets
 	offsets  *offsets
@@ -223,16 +225,7 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 			return nil, s.receiveError(err)
 		}
 		batch = append(batch, m)
-		for len(batch) < max {
-			m, err := s.fetchBuffered()
-			if err != nil {
-				if !errors.Is(err, context.Canceled) {
-					s.stash = err
-				}
-				break
-			}
-			batch = append(batch, m)
-		}
+		batch, s.stash = s.fetchBuffered(batch, max)
 		if ds := s.deliveries(batch); len(ds) > 0 {
 			return ds, nil
 		}
@@ -245,43 +238,84 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 	}
 }
 
-// fetchBuffered returns a message the Reader holds already, without waiting:
-// FetchMessage with a context that has ended. Its select picks at random
-// between the ended context and a waiting message, so a few tries tell
-// "nothing buffered" (context.Canceled every time) from a coin toss.
-func (s *subscription) fetchBuffered() (kafka.Message, error) {
-	var err error
-	for range 4 {
-		var m kafka.Message
-		if m, err = s.reader.FetchMessage(ended); err == nil || !errors.Is(err, context.Canceled) {
-			return m, err
+// fetchBuffered appends to batch, up to max, the messages the Reader holds
+// already, without waiting for more. It returns the error of a failed fetch
+// (not a message), for Receive to report once batch is handled.
+//
+// kafka-go has no non-blocking fetch. The Reader's statistics tell how many
+// messages its queue holds, and only this subscription takes from the queue,
+// so that many FetchMessage calls each find a message waiting. They run with a
+// probe context, which never makes the select in FetchMessage wait: an ended
+// context would take the place of a waiting message half of the time, as a
+// select picks at random among the cases that are ready.
+func (s *subscription) fetchBuffered(batch []kafka.Message, max int) ([]kafka.Message, error) {
+	queued := int(s.reader.Stats().QueueLength)
+	for range min(queued, max-len(batch)) {
+		s.probe.selects = 0
+		m, err := s.reader.FetchMessage(&s.probe)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return batch, nil // the queue held only records of an earlier generation
+			}
+			return batch, err
 		}
+		batch = append(batch, m)
 	}
-	return kafka.Message{}, err
+	return batch, nil
 }
 
-// ended is a context that has ended.
-var ended = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
+// probe is the context of a FetchMessage call made when the Reader's queue is
+// known to hold a message. The first select in FetchMessage sees no Done
+// channel, so it takes the waiting message (or a pending Reader error); should
+// FetchMessage select again, after skipping a record of a generation the
+// group has left, Done is closed, so the call cannot block.
+type probe struct {
+	context.Context // Background: no deadline, no values
+	selects         int
+}
+
+// Done is nil for the first select of a call, closed from the second on.
+func (p *probe) Done() <-chan struct{} {
+	p.selects++
+	if p.selects == 1 {
+		return nil
+	}
+	return closed
+}
+
+// Err is Canceled once Done was closed.
+func (p *probe) Err() error {
+	if p.selects > 1 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// closed is a channel that is closed.
+var closed = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
 }()
 
 // deliveries records batch in the offsets and returns the deliveries for the
 // messages not already handled or being handled.
 func (s *subscription) deliveries(batch []kafka.Message) []*driver.Delivery {
-	rs := make([]*received, 0, len(batch))
+	// One allocation for the batch's records: a slab stays in memory until
+	// the last of its messages is no longer referenced.
+	slab := make([]received, len(batch))
+	n := 0
 	s.mu.Lock()
 	for i := range batch {
-		r := new(received)
-		if s.offsets.track(&r.entry, batch[i].Partition, batch[i].Offset) {
-			r.record = batch[i]
-			rs = append(rs, r)
+		if s.offsets.track(&slab[n].entry, batch[i].Partition, batch[i].Offset) {
+			slab[n].record = batch[i]
+			n++
 		}
 	}
 	s.mu.Unlock()
-	ds := make([]*driver.Delivery, len(rs))
-	for j, r := range rs {
+	ds := make([]*driver.Delivery, n)
+	for j := range ds {
+		r := &slab[j]
 		fromKafka(&r.msg, &r.record)
 		r.delivery = driver.Delivery{Message: &r.msg, Handle: &r.entry}
 		ds[j] = &r.delivery

@@ -124,11 +124,7 @@ func (s *sender) Send(ctx context.Context, topic string, msgs []*broker.Message)
 			return err
 		}
 	}
-	km := make([]kafka.Message, len(msgs))
-	now := time.Now()
-	for i, m := range msgs {
-		km[i] = toKafka(topic, m, now)
-	}
+	km := toKafka(topic, msgs, time.Now())
 	err := s.w.WriteMessages(ctx, km...)
 	if err != nil && errors.Is(err, kafka.UnknownTopicOrPartition) && !isWriteErrors(err) {
 		// The transport's metadata cache may predate the topic: ask the
@@ -195,21 +191,41 @@ func (s *sender) result(ctx context.Context, topic string, msgs []*broker.Messag
 	return pe
 }
 
-// toKafka maps m to a record: ID into HeaderID, Key into the record key (nil
-// when empty, so that the balancer spreads unkeyed messages), Headers into
-// record headers, and now as the record's timestamp.
-func toKafka(topic string, m *broker.Message, now time.Time) kafka.Message {
-	km := kafka.Message{Topic: topic, Value: m.Body, Time: now}
-	if m.Key != "" {
-		km.Key = []byte(m.Key)
+// toKafka maps msgs to records: ID into HeaderID, Key into the record key
+// (nil when empty, so that the balancer spreads unkeyed messages), Headers into
+// record headers, and now as every record's timestamp. The bytes of the IDs
+// and keys share one allocation, as do the headers of messages that have none
+// of their own: a batch costs a few allocations, not several per message.
+// WriteMessages only reads them, and is done with them when it returns.
+func toKafka(topic string, msgs []*broker.Message, now time.Time) []kafka.Message {
+	km := make([]kafka.Message, len(msgs))
+	n := 0
+	for _, m := range msgs {
+		n += len(m.ID) + len(m.Key)
 	}
-	km.Headers = make([]kafka.Header, 0, len(m.Headers)+1)
-	km.Headers = append(km.Headers, kafka.Header{Key: HeaderID, Value: []byte(m.ID)})
-	for k, v := range m.Headers {
-		if k == HeaderID {
+	text := make([]byte, 0, n)
+	idOnly := make([]kafka.Header, len(msgs))
+	for i, m := range msgs {
+		km[i] = kafka.Message{Topic: topic, Value: m.Body, Time: now}
+		if m.Key != "" {
+			text = append(text, m.Key...)
+			km[i].Key = text[len(text)-len(m.Key) : len(text) : len(text)]
+		}
+		text = append(text, m.ID...)
+		id := kafka.Header{Key: HeaderID, Value: text[len(text)-len(m.ID) : len(text) : len(text)]}
+		if len(m.Headers) == 0 {
+			idOnly[i] = id
+			km[i].Headers = idOnly[i : i+1 : i+1]
 			continue
 		}
-		km.Headers = append(km.Headers, kafka.Header{Key: k, Value: []byte(v)})
+		h := make([]kafka.Header, 0, len(m.Headers)+1)
+		h = append(h, id)
+		for k, v := range m.Headers {
+			if k != HeaderID {
+				h = append(h, kafka.Header{Key: k, Value: []byte(v)})
+			}
+		}
+		km[i].Headers = h
 	}
 	return km
 }

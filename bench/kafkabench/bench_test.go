@@ -13,6 +13,7 @@ import (
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/kafkabroker"
 	"github.com/brokerkit/broker/conformance"
+	"github.com/brokerkit/broker/internal/sidebyside"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
@@ -26,6 +27,10 @@ const (
 	// consumeConcurrency is the library's handler concurrency in the second
 	// consume variant; the raw Reader loop handles one message at a time.
 	consumeConcurrency = 8
+	// messages is the work of one round of one case; rounds is how many
+	// rounds every case runs, interleaved (package sidebyside).
+	messages = 200_000
+	rounds   = 5
 )
 
 var body = make([]byte, bodySize)
@@ -167,32 +172,41 @@ func rawBatchWithID(topic string, k int) []kafka.Message {
 	return ms
 }
 
-// BenchmarkPublish: 8 goroutines publishing 100-message batches, acks=all.
-// "raw" writes bare 256-byte records; "raw-id" writes the records the library
-// writes (the same body plus a 26-byte message id in a header).
+// BenchmarkPublish: 8 goroutines publishing 100-message batches, acks=all,
+// `messages` a round, each round on a new topic. "raw" writes bare 256-byte
+// records; "raw-id" writes the records the library writes (the same body plus
+// a 26-byte message id in a header). Reported: library/raw and raw-id/raw,
+// medians of the per-round ratios (run with -benchtime 1x).
 func BenchmarkPublish(b *testing.B) {
 	e := setup(b)
-	b.Run("library", func(b *testing.B) {
+	// timed publishes a round to a new topic, with a publisher made for it
+	// (a raw Writer's transport would not know the topic yet).
+	timed := func(b *testing.B, open func() (send func(ctx context.Context, topic string, k int) error, close func() error)) float64 {
 		topic := e.topic(b)
-		p := e.kb.NewPublisher()
-		defer p.Close()
-		b.ResetTimer()
-		publishN(b, b.N, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	})
-	for _, raw := range []struct {
-		name  string
-		batch func(topic string, k int) []kafka.Message
-	}{{"raw", rawBatch}, {"raw-id", rawBatchWithID}} {
-		b.Run(raw.name, func(b *testing.B) {
-			topic := e.topic(b)
-			w := e.rawWriter()
-			defer w.Close()
-			b.ResetTimer()
-			publishN(b, b.N, func(ctx context.Context, k int) error { return w.WriteMessages(ctx, raw.batch(topic, k)...) })
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-		})
+		send, closer := open()
+		defer closer()
+		start := time.Now()
+		publishN(b, messages, func(ctx context.Context, k int) error { return send(ctx, topic, k) })
+		return messages / time.Since(start).Seconds()
 	}
+	raw := func(records func(topic string, k int) []kafka.Message) func(b *testing.B) float64 {
+		return func(b *testing.B) float64 {
+			return timed(b, func() (func(context.Context, string, int) error, func() error) {
+				w := e.rawWriter()
+				return func(ctx context.Context, topic string, k int) error { return w.WriteMessages(ctx, records(topic, k)...) }, w.Close
+			})
+		}
+	}
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "raw", Run: raw(rawBatch)},
+		sidebyside.Case{Name: "library", Run: func(b *testing.B) float64 {
+			return timed(b, func() (func(context.Context, string, int) error, func() error) {
+				p := e.kb.NewPublisher()
+				return func(ctx context.Context, topic string, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) }, p.Close
+			})
+		}},
+		sidebyside.Case{Name: "raw-id", Run: raw(rawBatchWithID)},
+	)
 }
 
 // BenchmarkPublishOne: one message per synchronous call, one at a time: the
@@ -278,54 +292,54 @@ func (c *counter) wait(b *testing.B) {
 	}
 }
 
-// BenchmarkConsume: b.N messages already in the topic, consumed by one group
-// member that commits as it goes: "library" with the default Concurrency 1,
-// "library-c8" with 8 handlers, "raw" a FetchMessage/CommitMessages loop.
-// msgs/s runs from the first message to the last, leaving out the group join.
+// BenchmarkConsume: `messages` already in a new topic each round, consumed
+// by one group member that commits as it goes: "library" with the default
+// Concurrency 1, "library-c8" with 8 handlers, "raw" a
+// FetchMessage/CommitMessages loop. A round's rate runs from the first message
+// to the last, leaving out the group join. Reported: medians of the per-round
+// ratios to raw (run with -benchtime 1x).
 func BenchmarkConsume(b *testing.B) {
 	e := setup(b)
+	p := e.kb.NewPublisher()
+	defer p.Close()
 	prefill := func(b *testing.B) string {
 		topic := e.topic(b)
-		p := e.kb.NewPublisher()
-		defer p.Close()
-		publishN(b, b.N, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
+		publishN(b, messages, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
 		return topic
 	}
-	for _, conc := range []int{1, consumeConcurrency} {
-		name := "library"
-		if conc > 1 {
-			name = fmt.Sprintf("library-c%d", conc)
-		}
-		b.Run(name, func(b *testing.B) {
+	library := func(conc int) func(b *testing.B) float64 {
+		return func(b *testing.B) float64 {
 			topic := prefill(b)
 			c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: conformance.RandomName("g"), Concurrency: conc})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			cnt := newCounter(b.N)
+			cnt := newCounter(messages)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			b.ResetTimer()
 			go func() {
 				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
 			}()
 			cnt.wait(b)
-			b.ReportMetric(cnt.rate(), "msgs/s")
-		})
+			return cnt.rate()
+		}
 	}
-	b.Run("raw", func(b *testing.B) {
-		topic := prefill(b)
-		r := e.rawReader(topic, conformance.RandomName("g"))
-		defer r.Close()
-		cnt := newCounter(b.N)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		b.ResetTimer()
-		go rawConsume(ctx, r, cnt)
-		cnt.wait(b)
-		b.ReportMetric(cnt.rate(), "msgs/s")
-	})
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "raw", Run: func(b *testing.B) float64 {
+			topic := prefill(b)
+			r := e.rawReader(topic, conformance.RandomName("g"))
+			defer r.Close()
+			cnt := newCounter(messages)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go rawConsume(ctx, r, cnt)
+			cnt.wait(b)
+			return cnt.rate()
+		}},
+		sidebyside.Case{Name: "library", Run: library(1)},
+		sidebyside.Case{Name: fmt.Sprintf("library-c%d", consumeConcurrency), Run: library(consumeConcurrency)},
+	)
 }
 
 func rawConsume(ctx context.Context, r *kafka.Reader, cnt *counter) {
@@ -342,68 +356,71 @@ func rawConsume(ctx context.Context, r *kafka.Reader, cnt *counter) {
 }
 
 // BenchmarkEndToEnd: a member joined to its group first (a warm-up message
-// went through), then b.N messages published by 8 goroutines and consumed by
-// that member; the time runs from the first publish to the last message
-// handled.
+// went through), then `messages` published by 8 goroutines and consumed by
+// that member; a round's time runs from the first publish to the last message
+// handled. Reported: library/raw, the median of the per-round ratios (run
+// with -benchtime 1x).
 func BenchmarkEndToEnd(b *testing.B) {
 	e := setup(b)
-	b.Run("library", func(b *testing.B) {
-		topic := e.topic(b)
-		p := e.kb.NewPublisher()
-		defer p.Close()
-		c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: conformance.RandomName("g")})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		warm, cnt := newCounter(1), newCounter(b.N)
-		var warmed atomic.Bool
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error {
-				if warmed.CompareAndSwap(false, true) {
-					warm.add()
-					return nil
+	p := e.kb.NewPublisher()
+	defer p.Close()
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "raw", Run: func(b *testing.B) float64 {
+			topic := e.topic(b)
+			w := e.rawWriter()
+			defer w.Close()
+			r := e.rawReader(topic, conformance.RandomName("g"))
+			defer r.Close()
+			warm, cnt := newCounter(1), newCounter(messages)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					return
 				}
-				cnt.add()
-				return nil
-			})
-		}()
-		if err := p.Publish(ctx, topic, &broker.Message{Body: body}); err != nil {
-			b.Fatal(err)
-		}
-		warm.wait(b)
-		b.ResetTimer()
-		publishN(b, b.N, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
-		cnt.wait(b)
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	})
-	b.Run("raw", func(b *testing.B) {
-		topic := e.topic(b)
-		w := e.rawWriter()
-		defer w.Close()
-		r := e.rawReader(topic, conformance.RandomName("g"))
-		defer r.Close()
-		warm, cnt := newCounter(1), newCounter(b.N)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				return
+				warm.add()
+				_ = r.CommitMessages(ctx, m)
+				rawConsume(ctx, r, cnt)
+			}()
+			if err := w.WriteMessages(ctx, kafka.Message{Topic: topic, Value: body}); err != nil {
+				b.Fatal(err)
 			}
-			warm.add()
-			_ = r.CommitMessages(ctx, m)
-			rawConsume(ctx, r, cnt)
-		}()
-		if err := w.WriteMessages(ctx, kafka.Message{Topic: topic, Value: body}); err != nil {
-			b.Fatal(err)
-		}
-		warm.wait(b)
-		b.ResetTimer()
-		publishN(b, b.N, func(ctx context.Context, k int) error { return w.WriteMessages(ctx, rawBatch(topic, k)...) })
-		cnt.wait(b)
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	})
+			warm.wait(b)
+			start := time.Now()
+			publishN(b, messages, func(ctx context.Context, k int) error { return w.WriteMessages(ctx, rawBatch(topic, k)...) })
+			cnt.wait(b)
+			return messages / time.Since(start).Seconds()
+		}},
+		sidebyside.Case{Name: "library", Run: func(b *testing.B) float64 {
+			topic := e.topic(b)
+			c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: conformance.RandomName("g")})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			warm, cnt := newCounter(1), newCounter(messages)
+			var warmed atomic.Bool
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error {
+					if warmed.CompareAndSwap(false, true) {
+						warm.add()
+						return nil
+					}
+					cnt.add()
+					return nil
+				})
+			}()
+			if err := p.Publish(ctx, topic, &broker.Message{Body: body}); err != nil {
+				b.Fatal(err)
+			}
+			warm.wait(b)
+			start := time.Now()
+			publishN(b, messages, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
+			cnt.wait(b)
+			return messages / time.Since(start).Seconds()
+		}},
+	)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/sqsbroker"
 	"github.com/brokerkit/broker/conformance"
+	"github.com/brokerkit/broker/internal/sidebyside"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
@@ -43,22 +44,21 @@ func init() {
 	body = string(b)
 }
 
-// rounds is how many times each benchmark alternates raw and library runs:
-// the server, not the client, is the bottleneck, and on a shared machine its
-// speed drifts, so each library run is compared with the raw run beside it.
-const rounds = 3
+// The work of one round (package sidebyside runs every variant once a round,
+// interleaved, and reports the medians of the per-round ratios to raw): the
+// server, not the client, is the bottleneck, and on a shared machine its speed
+// drifts, so each library run is compared with the raw run beside it.
+const (
+	rounds        = 5
+	messages      = 10_000
+	naiveMessages = 1_000 // one call per message: a tenth, for the same wall time
+)
 
-func sideBySide(b *testing.B, runs ...namedRun) {
-	for range rounds {
-		for _, r := range runs {
-			b.Run(r.name, r.run)
-		}
-	}
-}
-
-type namedRun struct {
-	name string
-	run  func(b *testing.B)
+// timed runs work and returns its rate over n messages.
+func timed(n int, work func()) float64 {
+	start := time.Now()
+	work()
+	return float64(n) / time.Since(start).Seconds()
 }
 
 // client is one SDK client, shared by the raw code and the library.
@@ -103,10 +103,6 @@ func setup(b *testing.B) *env {
 		b.Fatal(err)
 	}
 	return &env{c: c, br: br}
-}
-
-func report(b *testing.B) {
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
 // parallel runs senders goroutines that together take n messages in slices
@@ -169,42 +165,39 @@ func libPublish(b *testing.B, p broker.Publisher, topic string, n int) {
 	})
 }
 
-// BenchmarkPublish: b.N messages accepted by SQS; raw batched (bare bodies,
-// and with an ID attribute like the library's), library, and a naive loop of
-// one SendMessage per message.
+// BenchmarkPublish: `messages` accepted by SQS a round, each round on a new
+// queue; raw batched (bare bodies, and "rawid" with an ID attribute like the
+// library's), library, and a naive loop of one SendMessage per message. Run
+// with -benchtime 1x.
 func BenchmarkPublish(b *testing.B) {
 	e := setup(b)
-	sideBySide(b, namedRun{"raw", func(b *testing.B) {
-		_, url := queue(b, e.c, e.br)
-		b.ReportAllocs()
-		b.ResetTimer()
-		rawPublish(b, e.c, url, b.N, false)
-		report(b)
-	}}, namedRun{"rawid", func(b *testing.B) {
-		_, url := queue(b, e.c, e.br)
-		b.ReportAllocs()
-		b.ResetTimer()
-		rawPublish(b, e.c, url, b.N, true)
-		report(b)
-	}}, namedRun{"library", func(b *testing.B) {
-		topic, _ := queue(b, e.c, e.br)
-		p := e.br.NewPublisher()
-		defer p.Close()
-		b.ReportAllocs()
-		b.ResetTimer()
-		libPublish(b, p, topic, b.N)
-		report(b)
-	}}, namedRun{"naive", func(b *testing.B) {
-		_, url := queue(b, e.c, e.br)
-		ctx := context.Background()
-		b.ResetTimer()
-		for range b.N {
-			if _, err := e.c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(url), MessageBody: aws.String(body)}); err != nil {
-				b.Fatal(err)
-			}
+	raw := func(withID bool) func(b *testing.B) float64 {
+		return func(b *testing.B) float64 {
+			_, url := queue(b, e.c, e.br)
+			return timed(messages, func() { rawPublish(b, e.c, url, messages, withID) })
 		}
-		report(b)
-	}})
+	}
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "raw", Run: raw(false)},
+		sidebyside.Case{Name: "library", Run: func(b *testing.B) float64 {
+			topic, _ := queue(b, e.c, e.br)
+			p := e.br.NewPublisher()
+			defer p.Close()
+			return timed(messages, func() { libPublish(b, p, topic, messages) })
+		}},
+		sidebyside.Case{Name: "rawid", Run: raw(true)},
+		sidebyside.Case{Name: "naive", Run: func(b *testing.B) float64 {
+			_, url := queue(b, e.c, e.br)
+			ctx := context.Background()
+			return timed(naiveMessages, func() {
+				for range naiveMessages {
+					if _, err := e.c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(url), MessageBody: aws.String(body)}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}},
+	)
 }
 
 // rawConsume receives until n messages were handled, with pollers loops of
@@ -281,50 +274,53 @@ func libConsume(b *testing.B, br *sqsbroker.Broker, topic string, n int) {
 	<-consumed
 }
 
-// BenchmarkConsume: b.N messages, already in the queue, received and deleted.
+// BenchmarkConsume: `messages` already in a new queue each round, received
+// and deleted. Run with -benchtime 1x.
 func BenchmarkConsume(b *testing.B) {
 	e := setup(b)
 	fill := func(b *testing.B) (topic, url string) {
 		topic, url = queue(b, e.c, e.br)
-		libPublish(b, e.br.NewPublisher(), topic, b.N) // the same messages for both: with the library's attributes
-		return topic, url
-	}
-	sideBySide(b, namedRun{"raw", func(b *testing.B) {
-		_, url := fill(b)
-		b.ReportAllocs()
-		b.ResetTimer()
-		rawConsume(b, e.c, url, b.N)
-		report(b)
-	}}, namedRun{"library", func(b *testing.B) {
-		topic, _ := fill(b)
-		b.ReportAllocs()
-		b.ResetTimer()
-		libConsume(b, e.br, topic, b.N)
-		report(b)
-	}})
-}
-
-// BenchmarkEndToEnd: b.N messages published and consumed at the same time.
-func BenchmarkEndToEnd(b *testing.B) {
-	e := setup(b)
-	raw := func(withID bool) func(b *testing.B) {
-		return func(b *testing.B) {
-			_, url := queue(b, e.c, e.br)
-			b.ReportAllocs()
-			b.ResetTimer()
-			go rawPublish(b, e.c, url, b.N, withID)
-			rawConsume(b, e.c, url, b.N)
-			report(b)
-		}
-	}
-	sideBySide(b, namedRun{"raw", raw(false)}, namedRun{"rawid", raw(true)}, namedRun{"library", func(b *testing.B) {
-		topic, _ := queue(b, e.c, e.br)
 		p := e.br.NewPublisher()
 		defer p.Close()
-		b.ReportAllocs()
-		b.ResetTimer()
-		go libPublish(b, p, topic, b.N)
-		libConsume(b, e.br, topic, b.N)
-		report(b)
-	}})
+		libPublish(b, p, topic, messages) // the same messages for both: with the library's attributes
+		return topic, url
+	}
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "raw", Run: func(b *testing.B) float64 {
+			_, url := fill(b)
+			return timed(messages, func() { rawConsume(b, e.c, url, messages) })
+		}},
+		sidebyside.Case{Name: "library", Run: func(b *testing.B) float64 {
+			topic, _ := fill(b)
+			return timed(messages, func() { libConsume(b, e.br, topic, messages) })
+		}},
+	)
+}
+
+// BenchmarkEndToEnd: `messages` published and consumed at the same time, on
+// a new queue each round. Run with -benchtime 1x.
+func BenchmarkEndToEnd(b *testing.B) {
+	e := setup(b)
+	raw := func(withID bool) func(b *testing.B) float64 {
+		return func(b *testing.B) float64 {
+			_, url := queue(b, e.c, e.br)
+			return timed(messages, func() {
+				go rawPublish(b, e.c, url, messages, withID)
+				rawConsume(b, e.c, url, messages)
+			})
+		}
+	}
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "raw", Run: raw(false)},
+		sidebyside.Case{Name: "library", Run: func(b *testing.B) float64 {
+			topic, _ := queue(b, e.c, e.br)
+			p := e.br.NewPublisher()
+			defer p.Close()
+			return timed(messages, func() {
+				go libPublish(b, p, topic, messages)
+				libConsume(b, e.br, topic, messages)
+			})
+		}},
+		sidebyside.Case{Name: "rawid", Run: raw(true)},
+	)
 }

@@ -2,9 +2,6 @@ package dedupebench
 
 import (
 	"context"
-	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +9,7 @@ import (
 
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/idempotency"
+	"github.com/brokerkit/broker/internal/sidebyside"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
@@ -66,9 +64,10 @@ type store struct {
 // a consumer with Concurrency 16 and a handler that does nothing: bare, and
 // behind idempotency.Dedupe over the memory, Redis and PostgreSQL stores.
 // Each adapter is one benchmark run whatever -benchtime says (its ns/op is
-// the run's wall time); it logs each round's rates and reports the median
-// rate of the bare cases and, for each store, the median of its x-bare
-// ratios (rate over the bare rate of the same round).
+// the run's wall time); package sidebyside runs the cases in interleaved
+// rounds (bare and memory, whose ratio is the finest, always side by side),
+// logs each round's rates and reports the median rate of the bare cases and,
+// for each store, the median of its ratios to bare ("<store>/bare").
 func BenchmarkConsume(b *testing.B) {
 	stores := []store{
 		{"bare", func(*testing.B) idempotency.Store { return nil }},
@@ -79,20 +78,11 @@ func BenchmarkConsume(b *testing.B) {
 	for _, a := range adapters {
 		b.Run(a.name, func(b *testing.B) {
 			t := a.open(b)
-			rates := make([][]float64, len(stores)) // by store, then round
-			for r := range rounds {
-				for k := range stores {
-					// Every other round runs the cases backwards, so that no
-					// case always runs first, and bare and memory, whose ratio
-					// is the finest, always run side by side.
-					i := k
-					if r%2 == 1 {
-						i = len(stores) - 1 - k
-					}
-					rates[i] = append(rates[i], consume(b, a, t, stores[i]))
-				}
+			cases := make([]sidebyside.Case, len(stores))
+			for i, s := range stores {
+				cases[i] = sidebyside.Case{Name: s.name, Run: func(b *testing.B) float64 { return consume(b, a, t, s) }}
 			}
-			report(b, stores, rates)
+			sidebyside.Compare(b, rounds, cases[0], cases[1:]...)
 		})
 	}
 }
@@ -179,39 +169,4 @@ func publish(b *testing.B, p broker.Publisher, topic string, n, batch int) {
 	if b.Failed() {
 		b.FailNow()
 	}
-}
-
-// report logs the rates of every round and reports the medians.
-func report(b *testing.B, stores []store, rates [][]float64) {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "msgs/s by round (x-bare of the round)\n")
-	for i, s := range stores {
-		fmt.Fprintf(&sb, "%-9s", s.name)
-		var ratios []float64
-		for r, rate := range rates[i] {
-			ratio := rate / rates[0][r]
-			ratios = append(ratios, ratio)
-			fmt.Fprintf(&sb, " %9.0f", rate)
-			if i > 0 {
-				fmt.Fprintf(&sb, " (%.2f)", ratio)
-			}
-		}
-		fmt.Fprintf(&sb, "   median %.0f", median(rates[i]))
-		if i > 0 {
-			fmt.Fprintf(&sb, ", x-bare %.2f", median(ratios))
-			b.ReportMetric(median(ratios), s.name+"-x")
-		} else {
-			b.ReportMetric(median(rates[i]), "bare-msgs/s")
-		}
-		sb.WriteByte('\n')
-	}
-	b.Log(sb.String())
-}
-
-func median(xs []float64) float64 {
-	s := slices.Sorted(slices.Values(xs))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -30,7 +30,7 @@ const (
 	// messages is the work of one round of one case; rounds is how many
 	// rounds every case runs, interleaved (package sidebyside).
 	messages = 200_000
-	rounds   = 5
+	rounds   = 7
 )
 
 var body = make([]byte, bodySize)

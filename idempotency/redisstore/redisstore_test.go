@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,6 +35,12 @@ func client(t *testing.T) *redis.Client {
 // after t.
 func newStore(t *testing.T, c *redis.Client) *redisstore.Store {
 	t.Helper()
+	return newStoreWith(t, c, redisstore.Options{})
+}
+
+// newStoreWith is newStore with the options o, whose KeyPrefix it sets.
+func newStoreWith(t *testing.T, c *redis.Client, o redisstore.Options) *redisstore.Store {
+	t.Helper()
 	prefix := "brokerkit-test:" + rand.Text() + ":"
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -42,15 +49,22 @@ func newStore(t *testing.T, c *redis.Client) *redisstore.Store {
 			c.Del(ctx, iter.Val())
 		}
 	})
-	return redisstore.New(c, &redisstore.Options{KeyPrefix: prefix})
+	o.KeyPrefix = prefix
+	return redisstore.New(c, &o)
 }
 
 func TestStore(t *testing.T) {
 	c := client(t)
-	storetest.Run(t, storetest.Harness{
-		NewStore:    func(t *testing.T, _ func() time.Time) idempotency.Store { return newStore(t, c) },
-		ServerClock: true,
-	})
+	for _, inFlight := range []int{1, 0} {
+		t.Run(fmt.Sprint("MaxInFlight=", inFlight), func(t *testing.T) {
+			storetest.Run(t, storetest.Harness{
+				NewStore: func(t *testing.T, _ func() time.Time) idempotency.Store {
+					return newStoreWith(t, c, redisstore.Options{MaxInFlight: inFlight})
+				},
+				ServerClock: true,
+			})
+		})
+	}
 }
 
 // The records are the documented Redis strings, under the prefix, with the

@@ -67,8 +67,8 @@ func openPostgres(b *testing.B) func(*testing.B) idempotency.Store {
 	if err != nil {
 		b.Fatal(err)
 	}
-	db.SetMaxOpenConns(concurrency)
-	db.SetMaxIdleConns(concurrency)
+	db.SetMaxOpenConns(*handlers)
+	db.SetMaxIdleConns(*handlers)
 	table := "brokerkit_bench_" + strings.ToLower(rand.Text())
 	s, err := sqlstore.New(db, &sqlstore.Options{Table: table})
 	if err != nil {

@@ -193,7 +193,9 @@ func BenchmarkPublish(b *testing.B) {
 		return func(b *testing.B) float64 {
 			return timed(b, func() (func(context.Context, string, int) error, func() error) {
 				w := e.rawWriter()
-				return func(ctx context.Context, topic string, k int) error { return w.WriteMessages(ctx, records(topic, k)...) }, w.Close
+				return func(ctx context.Context, topic string, k int) error {
+					return w.WriteMessages(ctx, records(topic, k)...)
+				}, w.Close
 			})
 		}
 	}

@@ -159,3 +159,34 @@ func TestOffsetsCompaction(t *testing.T) {
 		t.Fatalf("next = %d", ep.next)
 	}
 }
+
+// deliveries through a rewind: records still running in the previous epoch
+// are not delivered again, yet their entries in the slab stay tracked (the
+// offsets point at them), so when the old run finishes, the commit moves past
+// them. Reusing a slab slot for the next record would lose that.
+func TestDeliveriesKeepUndeliveredEntries(t *testing.T) {
+	s := &subscription{offsets: newOffsets()}
+	slab := func(offs ...int64) []received {
+		rs := make([]received, len(offs))
+		for i, off := range offs {
+			rs[i].record.Topic, rs[i].record.Partition, rs[i].record.Offset = "t", 0, off
+		}
+		return rs
+	}
+	first := s.deliveries(slab(0, 1, 2))
+	if len(first) != 3 {
+		t.Fatalf("first batch: %d deliveries, want 3", len(first))
+	}
+	// The group restarts the partition at 0 while 0-2 still run.
+	again := s.deliveries(slab(0, 1, 2, 3))
+	if len(again) != 1 || again[0].Message.ID != "t/0/3" {
+		t.Fatalf("after the rewind: %d deliveries (%v), want only offset 3", len(again), again)
+	}
+	again[0].Handle.(*entry).finish(true)
+	for _, d := range first {
+		d.Handle.(*entry).finish(true)
+	}
+	if got := positions(s.offsets)[0]; got != 4 {
+		t.Fatalf("position = %d, want 4: every offset finished", got)
+	}
+}

@@ -191,9 +191,8 @@ type subscription struct {
 	stopLoop context.CancelFunc
 	done     chan struct{} // closed when the commit loop ended
 
-	stash error           // an error fetched behind messages, returned by the next Receive
-	buf   []kafka.Message // Receive's batch, reused
-	probe probe           // the context of fetchBuffered's calls
+	stash error // an error fetched behind messages, returned by the next Receive
+	probe probe // the context of fetchBuffered's calls
 
 	mu       sync.Mutex // guards offsets
 	offsets  *offsets
@@ -209,59 +208,57 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 		s.stash = nil
 		return nil, s.receiveError(err)
 	}
-	// Receive is called by one goroutine at a time, and deliveries copies
-	// what it keeps, so one buffer serves every call.
-	batch := s.buf[:0]
-	defer func() {
-		clear(batch) // keep no record's memory alive
-		s.buf = batch[:0]
-	}()
 	for {
-		m, err := s.reader.FetchMessage(ctx)
+		first, err := s.reader.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
 			return nil, s.receiveError(err)
 		}
-		batch = append(batch, m)
-		batch, s.stash = s.fetchBuffered(batch, max)
-		if ds := s.deliveries(batch); len(ds) > 0 {
+		// One allocation for the batch's records, which are fetched into it
+		// directly: a slab stays in memory until the last of its messages is
+		// no longer referenced.
+		slab := make([]received, 1+min(int(s.reader.Stats().QueueLength), max-1))
+		slab[0].record = first
+		var n int
+		n, s.stash = s.fetchBuffered(slab[1:])
+		if ds := s.deliveries(slab[:1+n]); len(ds) > 0 {
 			return ds, nil
 		}
 		if err := s.stash; err != nil {
 			s.stash = nil
 			return nil, s.receiveError(err)
 		}
-		clear(batch)
-		batch = batch[:0] // all of them were handled before a rebalance: wait for more
+		// all of them were handled before a rebalance: wait for more
 	}
 }
 
-// fetchBuffered appends to batch, up to max, the messages the Reader holds
-// already, without waiting for more. It returns the error of a failed fetch
-// (not a message), for Receive to report once batch is handled.
+// fetchBuffered fetches into the records of rs messages the Reader holds
+// already, without waiting for more, and returns how many it fetched, and the
+// error of a failed fetch (not a message) for Receive to report once the
+// fetched ones are handled.
 //
 // kafka-go has no non-blocking fetch. The Reader's statistics tell how many
-// messages its queue holds, and only this subscription takes from the queue,
-// so that many FetchMessage calls each find a message waiting. They run with a
-// probe context, which never makes the select in FetchMessage wait: an ended
-// context would take the place of a waiting message half of the time, as a
-// select picks at random among the cases that are ready.
-func (s *subscription) fetchBuffered(batch []kafka.Message, max int) ([]kafka.Message, error) {
-	queued := int(s.reader.Stats().QueueLength)
-	for range min(queued, max-len(batch)) {
+// messages its queue holds, rs is no longer than that, and only this
+// subscription takes from the queue, so each FetchMessage call finds a
+// message waiting. They run with a probe context, which never makes the
+// select in FetchMessage wait: an ended context would take the place of a
+// waiting message half of the time, as a select picks at random among the
+// cases that are ready.
+func (s *subscription) fetchBuffered(rs []received) (int, error) {
+	for i := range rs {
 		s.probe.selects = 0
 		m, err := s.reader.FetchMessage(&s.probe)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
-				return batch, nil // the queue held only records of an earlier generation
+				return i, nil // the queue held only records of an earlier generation
 			}
-			return batch, err
+			return i, err
 		}
-		batch = append(batch, m)
+		rs[i].record = m
 	}
-	return batch, nil
+	return len(rs), nil
 }
 
 // probe is the context of a FetchMessage call made when the Reader's queue is
@@ -298,27 +295,30 @@ var closed = func() chan struct{} {
 	return c
 }()
 
-// deliveries records batch in the offsets and returns the deliveries for the
-// messages not already handled or being handled.
-func (s *subscription) deliveries(batch []kafka.Message) []*driver.Delivery {
-	// One allocation for the batch's records: a slab stays in memory until
-	// the last of its messages is no longer referenced.
-	slab := make([]received, len(batch))
+// deliveries records the fetched records of slab in the offsets and returns
+// the deliveries of those not already handled or being handled. Every entry
+// tracked stays where it is (the offsets keep pointers to the entries, also of
+// records not delivered).
+func (s *subscription) deliveries(slab []received) []*driver.Delivery {
 	n := 0
 	s.mu.Lock()
-	for i := range batch {
-		if s.offsets.track(&slab[n].entry, batch[i].Partition, batch[i].Offset) {
-			slab[n].record = batch[i]
+	for i := range slab {
+		r := &slab[i]
+		if s.offsets.track(&r.entry, r.record.Partition, r.record.Offset) {
+			r.delivery.Handle = &r.entry // marks r as delivered, for the loop below
 			n++
 		}
 	}
 	s.mu.Unlock()
-	ds := make([]*driver.Delivery, n)
-	for j := range ds {
-		r := &slab[j]
+	ds := make([]*driver.Delivery, 0, n)
+	for i := range slab {
+		r := &slab[i]
+		if r.delivery.Handle == nil {
+			continue
+		}
 		fromKafka(&r.msg, &r.record)
-		r.delivery = driver.Delivery{Message: &r.msg, Handle: &r.entry}
-		ds[j] = &r.delivery
+		r.delivery.Message = &r.msg
+		ds = append(ds, &r.delivery)
 	}
 	s.inFlight.Add(int64(len(ds)))
 	return ds

@@ -341,8 +341,8 @@ func TestNativeMessage(t *testing.T) {
 	}
 }
 
-// A lone synchronous Publish waits for the 2 ms batch window, not kafka-go's
-// default of one second.
+// A lone synchronous Publish is sent at once, without waiting for kafka-go's
+// default batch timeout of one second.
 func TestSinglePublishIsQuick(t *testing.T) {
 	b := newBroker(t, nil)
 	topic := newTopic(t, b, 1)

@@ -95,11 +95,11 @@ type Options struct {
 	// Acks is how many replicas must store a message before Publish returns.
 	// Zero means AcksAll.
 	Acks Acks
-	// BatchTimeout is how long the writer waits for more messages to fill a
-	// partition's batch before sending it. Every synchronous Publish waits for
-	// it once, so it is the floor of publish latency; concurrent publishers
-	// share batches. Zero means DefaultBatchTimeout (kafka-go's own default is
-	// 1 s).
+	// BatchTimeout is how long a Publish made while others are in flight on
+	// the same publisher waits for more messages to fill a partition's batch,
+	// so that concurrent publishers share batches (fewer, larger requests). A
+	// Publish with no other in flight is sent at once. Zero means
+	// DefaultBatchTimeout (kafka-go's own default is 1 s).
 	BatchTimeout time.Duration
 	// BatchSize is how many messages a partition batch holds before it is sent
 	// without waiting for BatchTimeout. Zero means DefaultBatchSize.

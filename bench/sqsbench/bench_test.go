@@ -54,6 +54,15 @@ const (
 	naiveMessages = 1_000 // one call per message: a tenth, for the same wall time
 )
 
+// libraryRound runs work with a new queue and a library publisher made for
+// it, and returns the rate of work over `messages`.
+func (e *env) libraryRound(b *testing.B, work func(topic string, p broker.Publisher)) float64 {
+	topic, _ := queue(b, e.c, e.br)
+	p := e.br.NewPublisher()
+	defer p.Close()
+	return timed(messages, func() { work(topic, p) })
+}
+
 // timed runs work and returns its rate over n messages.
 func timed(n int, work func()) float64 {
 	start := time.Now()
@@ -180,10 +189,7 @@ func BenchmarkPublish(b *testing.B) {
 	sidebyside.Compare(b, rounds,
 		sidebyside.Case{Name: "raw", Run: raw(false)},
 		sidebyside.Case{Name: "library", Run: func(b *testing.B) float64 {
-			topic, _ := queue(b, e.c, e.br)
-			p := e.br.NewPublisher()
-			defer p.Close()
-			return timed(messages, func() { libPublish(b, p, topic, messages) })
+			return e.libraryRound(b, func(topic string, p broker.Publisher) { libPublish(b, p, topic, messages) })
 		}},
 		sidebyside.Case{Name: "rawid", Run: raw(true)},
 		sidebyside.Case{Name: "naive", Run: func(b *testing.B) float64 {
@@ -313,10 +319,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	sidebyside.Compare(b, rounds,
 		sidebyside.Case{Name: "raw", Run: raw(false)},
 		sidebyside.Case{Name: "library", Run: func(b *testing.B) float64 {
-			topic, _ := queue(b, e.c, e.br)
-			p := e.br.NewPublisher()
-			defer p.Close()
-			return timed(messages, func() {
+			return e.libraryRound(b, func(topic string, p broker.Publisher) {
 				go libPublish(b, p, topic, messages)
 				libConsume(b, e.br, topic, messages)
 			})

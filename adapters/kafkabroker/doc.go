@@ -39,7 +39,9 @@
 // kafka-go WriteMessages: messages are spread over partitions by the murmur2
 // hash of their key, as the Java client's default partitioner does, so Java
 // and Go producers agree on a key's partition; unkeyed messages go to random
-// partitions. If some partitions accept their batch and others do not, the
+// partitions. A Publish made while others are in flight on the same publisher
+// waits up to batch_timeout to share its partitions' batches with them; one
+// with no other in flight is sent at once. If some partitions accept their batch and others do not, the
 // error is a *broker.PublishError listing the failed messages. A message
 // too large for Options.MaxMessageSize is refused before anything is sent. A
 // Publish whose context ends early may still have its messages written.

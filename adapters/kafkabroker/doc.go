@@ -44,7 +44,9 @@
 // with no other in flight is sent at once. If some partitions accept their batch and others do not, the
 // error is a *broker.PublishError listing the failed messages. A message
 // too large for Options.MaxMessageSize is refused before anything is sent. A
-// Publish whose context ends early may still have its messages written.
+// Publish whose context ends early may still have its messages written, also
+// after those of a later Publish with the same key: order per key holds
+// between publishes that returned.
 //
 // A consumer is a member of the Kafka consumer group "<group>/<topic>"
 // (Options.GroupIDVerbatim uses the group name alone): Kafka group ids span

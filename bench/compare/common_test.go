@@ -2,14 +2,12 @@ package compare
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/brokerkit/broker/internal/testenv"
 )
 
 // The settings every benchmark shares, on both sides.
@@ -22,9 +20,9 @@ const (
 	// concurrency is how many handlers run at once on each side, unless a
 	// benchmark says otherwise.
 	concurrency = 16
-	// rounds is how many times each benchmark alternates its sides. The
-	// machine is shared and the brokers' speed drifts, so each brokerkit run is
-	// compared with the Watermill run beside it, and medians are reported.
+	// rounds is how many times each benchmark runs each side, interleaved:
+	// the machine is shared and the brokers' speed drifts, so each brokerkit
+	// run is compared with the Watermill run beside it (package sidebyside).
 	rounds = 5
 	// waitLimit bounds how long a run waits for its last message.
 	waitLimit = 5 * time.Minute
@@ -32,21 +30,22 @@ const (
 
 var body = make([]byte, bodySize)
 
-// side is one library's run of a benchmark.
-type side struct {
-	name string
-	run  func(b *testing.B)
-}
+// The work of one round of one side (package sidebyside runs every side once
+// a round, interleaved, and reports the medians of the per-round ratios).
+const (
+	// messages: enough for a second or more of the slower side on a broker.
+	messages = 20_000
+	// memMessages: the in-memory cases, which run ten to a hundred times faster.
+	memMessages = 200_000
+	// loneMessages: one-at-a-time publishes.
+	loneMessages = 500
+)
 
-// sideBySide runs the sides one after the other, rounds times. The first side
-// is brokerkit; the summary divides its median by each other side's.
-// Repeated names get the suffixes #01, #02, ...
-func sideBySide(b *testing.B, sides ...side) {
-	for range rounds {
-		for _, s := range sides {
-			b.Run(s.name, s.run)
-		}
-	}
+// timed runs work and returns its rate over n messages.
+func timed(n int, work func()) float64 {
+	start := time.Now()
+	work()
+	return float64(n) / time.Since(start).Seconds()
 }
 
 // publishN publishes n messages with publishers goroutines, each calling send
@@ -83,21 +82,21 @@ func publishGated(b *testing.B, n int, gate chan struct{}, send func(ctx context
 	}
 }
 
-// publishOne sends one message after the other, b.N times, after one
-// untimed to set up the topology.
-func publishOne(b *testing.B, send func(ctx context.Context, k int) error) {
+// publishOne sends loneMessages messages one after the other, after one
+// untimed to set up the topology, and returns their rate: the inverse of a
+// lone publish's latency.
+func publishOne(b *testing.B, send func(ctx context.Context, k int) error) float64 {
 	ctx := context.Background()
 	if err := send(ctx, 1); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		if err := send(ctx, 1); err != nil {
-			b.Fatal(err)
+	return timed(loneMessages, func() {
+		for range loneMessages {
+			if err := send(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
-	report(b)
+	})
 }
 
 // counter counts handled messages: the first is a warm-up that shows the
@@ -153,117 +152,4 @@ func (c *counter) wait(b *testing.B, ch chan struct{}, what string) {
 	}
 }
 
-// report stops the timer, so that closing clients after it does not count,
-// and records msgs/s for b, as a metric and for the summary.
-func report(b *testing.B) {
-	b.StopTimer()
-	v := float64(b.N) / b.Elapsed().Seconds()
-	b.ReportMetric(v, "msgs/s")
-	results.add(b.Name(), b.N, v)
-}
-
-// results keeps every run's msgs/s for the summary TestMain prints.
-var results = &store{}
-
-type store struct {
-	mu    sync.Mutex
-	order []string // benchmark/side names, first seen first
-	runs  map[string][]run
-}
-
-type run struct {
-	n    int
-	rate float64
-}
-
-func (s *store) add(name string, n int, rate float64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.runs == nil {
-		s.runs = map[string][]run{}
-	}
-	if _, ok := s.runs[name]; !ok {
-		s.order = append(s.order, name)
-	}
-	s.runs[name] = append(s.runs[name], run{n, rate})
-}
-
-// summary is a Markdown table of the medians and ratios. Of each name's runs
-// it keeps those with the largest b.N: the testing package calls a benchmark
-// with b.N = 1 first, then with growing b.N until -benchtime is reached, and
-// only the last counts (with -count, each repetition's last).
-func (s *store) summary() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	type key struct{ bench, side string }
-	rates := map[key][]float64{}
-	var benches []string
-	sides := map[string][]string{}
-	for _, name := range s.order {
-		bench, sideName, ok := strings.Cut(strings.TrimPrefix(name, "Benchmark"), "/")
-		if !ok {
-			continue
-		}
-		sideName, _, _ = strings.Cut(sideName, "#")
-		if !slices.Contains(benches, bench) {
-			benches = append(benches, bench)
-		}
-		if !slices.Contains(sides[bench], sideName) {
-			sides[bench] = append(sides[bench], sideName)
-		}
-		runs := s.runs[name]
-		maxN := 0
-		for _, r := range runs {
-			maxN = max(maxN, r.n)
-		}
-		for _, r := range runs {
-			if r.n == maxN {
-				rates[key{bench, sideName}] = append(rates[key{bench, sideName}], r.rate)
-			}
-		}
-	}
-	if len(benches) == 0 {
-		return ""
-	}
-	var out strings.Builder
-	out.WriteString("\n| benchmark | side | runs (msgs/s) | median msgs/s | brokerkit / side |\n|---|---|---|---|---|\n")
-	for _, bench := range benches {
-		base := median(rates[key{bench, sides[bench][0]}])
-		for _, sd := range sides[bench] {
-			rs := rates[key{bench, sd}]
-			m := median(rs)
-			ratio := ""
-			if sd != sides[bench][0] && m > 0 {
-				ratio = fmt.Sprintf("**%.2f**", base/m)
-			}
-			fmt.Fprintf(&out, "| %s | %s | %s | %.0f | %s |\n", bench, sd, joinRates(rs), m, ratio)
-		}
-	}
-	return out.String()
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func joinRates(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%.0f", x)
-	}
-	return strings.Join(parts, " ")
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	fmt.Print(results.summary())
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }

@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/adapters/rabbitbroker"
 	"github.com/brokerkit/broker/dlq"
 )
 
@@ -143,7 +144,9 @@ func TestErgonomics(t *testing.T) {
 				}
 			}
 		},
-		queues: func(topic string) []string { return []string{topic + ".default", topic + ".dlq.default"} },
+		queues: func(topic string) []string {
+			return []string{rabbitbroker.QueueName(topic, broker.DefaultGroup), rabbitbroker.QueueName(broker.DeadLetterTopic(topic), broker.DefaultGroup)}
+		},
 		reason: func(d amqp.Delivery) string { s, _ := d.Headers[dlq.HeaderReason].(string); return s },
 	}, {
 		name:    "watermill",

@@ -3,8 +3,6 @@ package compare
 import (
 	"context"
 	"fmt"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,11 +13,9 @@ import (
 
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/kafkabroker"
+	"github.com/brokerkit/broker/internal/sidebyside"
+	"github.com/brokerkit/broker/internal/testenv"
 )
-
-// envKafkaBrokers names the Kafka bootstrap addresses, as for the library's
-// own tests (scripts/brokers.sh env prints it).
-const envKafkaBrokers = "BROKERKIT_KAFKA_BROKERS"
 
 // partitions is the partition count of every topic. watermill-kafka handles
 // the messages of one partition one at a time, so it runs partitions handlers
@@ -33,11 +29,7 @@ type kafkaEnv struct {
 }
 
 func kafkaSetup(b *testing.B) *kafkaEnv {
-	v := os.Getenv(envKafkaBrokers)
-	if v == "" {
-		b.Skipf("%s is not set: run `eval \"$(bash scripts/brokers.sh env)\"` at the repository root", envKafkaBrokers)
-	}
-	brokers := strings.Split(v, ",")
+	brokers := testenv.KafkaBrokers(b)
 	kb, err := kafkabroker.New(brokers, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -62,7 +54,7 @@ func (e *kafkaEnv) topic(b *testing.B) string {
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := e.admin.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic, topic + ".dlq"}}); err != nil {
+		if _, err := e.admin.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic, broker.DeadLetterTopic(topic)}}); err != nil {
 			b.Logf("clean-up: topics: %v", err)
 		}
 	})
@@ -133,19 +125,27 @@ func watermillKafkaPublisher(b *testing.B, brokers []string) *wkafka.Publisher {
 	return p
 }
 
-// BenchmarkKafkaPublish: b.N 256-byte messages, acks=all, by 8 goroutines
+// BenchmarkKafkaPublish: `messages` 256-byte messages, acks=all, by 8 goroutines
 // calling Publish with 64 messages each, into a topic of 3 partitions. One
 // message went through before the timer starts.
 //
-//   - brokerkit: kafkabroker with its defaults (kafka-go Writer, 2 ms batch
-//     window, batches of up to 1000).
+//   - brokerkit: kafkabroker with its defaults (kafka-go Writer, 200 µs batch
+//     window while other publishes are in flight, batches of up to 1000).
 //   - watermill: watermill-kafka's Publisher: a Sarama SyncProducer, which
 //     sends the messages of a Publish call one at a time, each waiting for
 //     its ack.
 func BenchmarkKafkaPublish(b *testing.B) {
 	e := kafkaSetup(b)
-	sideBySide(b,
-		side{"brokerkit", func(b *testing.B) {
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
+			topic := e.topic(b)
+			publish := watermillPublish(watermillKafkaPublisher(b, e.brokers), topic)
+			if err := publish(context.Background(), 1); err != nil {
+				b.Fatal(err)
+			}
+			return timed(messages, func() { publishN(b, messages, publish) })
+		}},
+		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
 			topic := e.topic(b)
 			p := e.kb.NewPublisher()
 			defer p.Close()
@@ -153,21 +153,7 @@ func BenchmarkKafkaPublish(b *testing.B) {
 			if err := publish(context.Background(), 1); err != nil {
 				b.Fatal(err)
 			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			publishN(b, b.N, publish)
-			report(b)
-		}},
-		side{"watermill", func(b *testing.B) {
-			topic := e.topic(b)
-			publish := watermillPublish(watermillKafkaPublisher(b, e.brokers), topic)
-			if err := publish(context.Background(), 1); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			publishN(b, b.N, publish)
-			report(b)
+			return timed(messages, func() { publishN(b, messages, publish) })
 		}},
 	)
 }
@@ -177,23 +163,23 @@ func BenchmarkKafkaPublish(b *testing.B) {
 // inverse). Same configurations as BenchmarkKafkaPublish.
 func BenchmarkKafkaPublishOne(b *testing.B) {
 	e := kafkaSetup(b)
-	sideBySide(b,
-		side{"brokerkit", func(b *testing.B) {
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
+			topic := e.topic(b)
+			return publishOne(b, watermillPublish(watermillKafkaPublisher(b, e.brokers), topic))
+		}},
+		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
 			topic := e.topic(b)
 			p := e.kb.NewPublisher()
 			defer p.Close()
-			publishOne(b, brokerkitPublish(p, topic))
-		}},
-		side{"watermill", func(b *testing.B) {
-			topic := e.topic(b)
-			publishOne(b, watermillPublish(watermillKafkaPublisher(b, e.brokers), topic))
+			return publishOne(b, brokerkitPublish(p, topic))
 		}},
 	)
 }
 
 // BenchmarkKafkaEndToEnd: a consumer-group member with a no-op handler runs
-// (a warm-up message went through, so the group is joined), then b.N
-// messages are published as in BenchmarkKafkaPublish; the time runs until
+// (a warm-up message went through, so the group is joined), then
+// `messages` messages are published as in BenchmarkKafkaPublish; the time runs until
 // the last was handled.
 //
 //   - brokerkit: kafkabroker consumer with Concurrency 3.
@@ -203,36 +189,8 @@ func BenchmarkKafkaPublishOne(b *testing.B) {
 //     Ack.
 func BenchmarkKafkaEndToEnd(b *testing.B) {
 	e := kafkaSetup(b)
-	sideBySide(b,
-		side{"brokerkit", func(b *testing.B) {
-			group := randomName("g")
-			topic := e.topic(b)
-			e.deleteGroupAfter(b, group+"/"+topic) // kafkabroker's group id
-			p := e.kb.NewPublisher()
-			defer p.Close()
-			publish := brokerkitPublish(p, topic)
-			c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: group, Concurrency: partitions})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			cnt := newCounter(b.N)
-			go func() {
-				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
-			}()
-			if err := publish(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
-			cnt.waitWarm(b)
-			b.ReportAllocs()
-			b.ResetTimer()
-			publishN(b, b.N, publish)
-			cnt.waitDone(b)
-			report(b)
-		}},
-		side{"watermill", func(b *testing.B) {
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
 			group := randomName("g")
 			topic := e.topic(b)
 			e.deleteGroupAfter(b, group)
@@ -251,18 +209,44 @@ func BenchmarkKafkaEndToEnd(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			cnt := newCounter(b.N)
+			cnt := newCounter(messages)
 			drain(msgs, partitions, cnt)
 			publish := watermillPublish(watermillKafkaPublisher(b, e.brokers), topic)
 			if err := publish(ctx, 1); err != nil {
 				b.Fatal(err)
 			}
 			cnt.waitWarm(b)
-			b.ReportAllocs()
-			b.ResetTimer()
-			publishN(b, b.N, publish)
-			cnt.waitDone(b)
-			report(b)
+			return timed(messages, func() {
+				publishN(b, messages, publish)
+				cnt.waitDone(b)
+			})
+		}},
+		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
+			group := randomName("g")
+			topic := e.topic(b)
+			e.deleteGroupAfter(b, kafkabroker.GroupID(group, topic))
+			p := e.kb.NewPublisher()
+			defer p.Close()
+			publish := brokerkitPublish(p, topic)
+			c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: group, Concurrency: partitions})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			cnt := newCounter(messages)
+			go func() {
+				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
+			}()
+			if err := publish(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+			cnt.waitWarm(b)
+			return timed(messages, func() {
+				publishN(b, messages, publish)
+				cnt.waitDone(b)
+			})
 		}},
 	)
 }

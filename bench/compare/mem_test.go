@@ -10,10 +10,11 @@ import (
 
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/membroker"
+	"github.com/brokerkit/broker/internal/sidebyside"
 )
 
 // BenchmarkMemEndToEnd: a consumer with a no-op handler runs (a warm-up
-// message went through), then b.N 256-byte messages are published by 8
+// message went through), then memMessages 256-byte messages are published by 8
 // goroutines in batches of 64, at most memBacklog batches ahead of the
 // handlers, and the time runs until the last was handled.
 //
@@ -29,10 +30,10 @@ import (
 //     GoChannel hands over every published message at once, so up to the
 //     memBacklog messages run at once here, not 16.
 func BenchmarkMemEndToEnd(b *testing.B) {
-	sideBySide(b,
-		side{"brokerkit", memBrokerkit},
-		side{"watermill", memWatermill},
-		side{"watermill-router", memWatermillRouter},
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "watermill", Run: memWatermill},
+		sidebyside.Case{Name: "brokerkit", Run: memBrokerkit},
+		sidebyside.Case{Name: "watermill-router", Run: memWatermillRouter},
 	)
 }
 
@@ -41,11 +42,11 @@ const memTopic = "bench"
 // memBacklog bounds, in batches of 64, the messages published and not yet
 // handled (2048). Without a bound the publishers outrun the handlers and
 // both sides slow down as the backlog grows (GoChannel holds two goroutines
-// per waiting message), so the figures would depend on b.N; with it, each
+// per waiting message), so the figures would depend on the count; with it, each
 // side runs at its steady rate.
 const memBacklog = 32
 
-func memBrokerkit(b *testing.B) {
+func memBrokerkit(b *testing.B) float64 {
 	br, err := membroker.New(&membroker.Options{MaxQueued: 1 << 30})
 	if err != nil {
 		b.Fatal(err)
@@ -59,7 +60,7 @@ func memBrokerkit(b *testing.B) {
 	defer c.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cnt := newGatedCounter(b.N, memBacklog)
+	cnt := newGatedCounter(memMessages, memBacklog)
 	go func() {
 		_ = c.Consume(ctx, memTopic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
 	}()
@@ -68,11 +69,10 @@ func memBrokerkit(b *testing.B) {
 		b.Fatal(err)
 	}
 	cnt.waitWarm(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	publishGated(b, b.N, cnt.gate, publish)
-	cnt.waitDone(b)
-	report(b)
+	return timed(memMessages, func() {
+		publishGated(b, memMessages, cnt.gate, publish)
+		cnt.waitDone(b)
+	})
 }
 
 // watermillBatch builds k messages the way Watermill's documentation does,
@@ -98,7 +98,7 @@ func drain(msgs <-chan *message.Message, workers int, cnt *counter) {
 	}
 }
 
-func memWatermill(b *testing.B) {
+func memWatermill(b *testing.B) float64 {
 	ps := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	defer ps.Close()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -107,28 +107,27 @@ func memWatermill(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cnt := newGatedCounter(b.N, memBacklog)
+	cnt := newGatedCounter(memMessages, memBacklog)
 	drain(msgs, concurrency, cnt)
 	publish := watermillPublish(ps, memTopic)
 	if err := publish(ctx, 1); err != nil {
 		b.Fatal(err)
 	}
 	cnt.waitWarm(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	publishGated(b, b.N, cnt.gate, publish)
-	cnt.waitDone(b)
-	report(b)
+	return timed(memMessages, func() {
+		publishGated(b, memMessages, cnt.gate, publish)
+		cnt.waitDone(b)
+	})
 }
 
-func memWatermillRouter(b *testing.B) {
+func memWatermillRouter(b *testing.B) float64 {
 	ps := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	defer ps.Close()
 	r, err := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	cnt := newGatedCounter(b.N, memBacklog)
+	cnt := newGatedCounter(memMessages, memBacklog)
 	r.AddConsumerHandler("bench", memTopic, ps, func(*message.Message) error { cnt.add(); return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -140,9 +139,8 @@ func memWatermillRouter(b *testing.B) {
 		b.Fatal(err)
 	}
 	cnt.waitWarm(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	publishGated(b, b.N, cnt.gate, publish)
-	cnt.waitDone(b)
-	report(b)
+	return timed(memMessages, func() {
+		publishGated(b, memMessages, cnt.gate, publish)
+		cnt.waitDone(b)
+	})
 }

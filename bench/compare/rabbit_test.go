@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -14,11 +13,9 @@ import (
 
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/rabbitbroker"
+	"github.com/brokerkit/broker/internal/sidebyside"
+	"github.com/brokerkit/broker/internal/testenv"
 )
-
-// envAMQPURL names the RabbitMQ node, as for the library's own tests
-// (scripts/brokers.sh env prints it).
-const envAMQPURL = "BROKERKIT_AMQP_URL"
 
 // prefetch is the broker-side prefetch in flight to the consumer in total:
 // brokerkit sets 4 x Concurrency on its one channel; Watermill gets the same
@@ -41,13 +38,10 @@ type rabbit struct {
 }
 
 func rabbitSetup(b testing.TB) *rabbit {
-	uri := os.Getenv(envAMQPURL)
-	if uri == "" {
-		b.Skipf("%s is not set: run `eval \"$(bash scripts/brokers.sh env)\"` at the repository root", envAMQPURL)
-	}
+	uri := testenv.AMQPURL(b)
 	conn, err := amqp.Dial(uri)
 	if err != nil {
-		b.Fatalf("RabbitMQ at %s: %v", envAMQPURL, err)
+		b.Fatalf("RabbitMQ: %v", err)
 	}
 	b.Cleanup(func() { _ = conn.Close() })
 	return &rabbit{uri: uri, conn: conn}
@@ -58,7 +52,8 @@ func rabbitSetup(b testing.TB) *rabbit {
 // queue, and the dead-letter exchange and queue.
 func (r *rabbit) brokerkitTopic(b *testing.B) string {
 	topic := randomName("cmp-bk")
-	r.deleteAfter(b, []string{topic + "." + broker.DefaultGroup, topic + ".dlq." + broker.DefaultGroup}, []string{topic, topic + ".dlq"})
+	dlq := broker.DeadLetterTopic(topic)
+	r.deleteAfter(b, []string{rabbitbroker.QueueName(topic, broker.DefaultGroup), rabbitbroker.QueueName(dlq, broker.DefaultGroup)}, []string{topic, dlq})
 	return topic
 }
 
@@ -147,7 +142,7 @@ func watermillAMQPPublisher(b *testing.B, cfg wamqp.Config) *wamqp.Publisher {
 	return p
 }
 
-// BenchmarkRabbitPublish: b.N confirmed, persistent 256-byte messages into a
+// BenchmarkRabbitPublish: `messages` confirmed, persistent 256-byte messages into a
 // quorum queue, by 8 goroutines calling Publish with 64 messages each. The
 // topology exists and one message went through before the timer starts.
 //
@@ -157,19 +152,8 @@ func watermillAMQPPublisher(b *testing.B, cfg wamqp.Config) *wamqp.Publisher {
 //     Publish waits for each message's confirm before sending the next.
 func BenchmarkRabbitPublish(b *testing.B) {
 	r := rabbitSetup(b)
-	sideBySide(b,
-		side{"brokerkit", func(b *testing.B) {
-			topic := r.brokerkitTopic(b)
-			publish := brokerkitPublish(r.brokerkitPublisher(b), topic)
-			if err := publish(context.Background(), 1); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			publishN(b, b.N, publish)
-			report(b)
-		}},
-		side{"watermill", func(b *testing.B) {
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
 			topic, cfg := r.watermillTopic(b)
 			// The publisher declares only the exchange: declare and bind the
 			// queue first, as a subscriber would, so that messages are stored.
@@ -185,10 +169,15 @@ func BenchmarkRabbitPublish(b *testing.B) {
 			if err := publish(context.Background(), 1); err != nil {
 				b.Fatal(err)
 			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			publishN(b, b.N, publish)
-			report(b)
+			return timed(messages, func() { publishN(b, messages, publish) })
+		}},
+		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
+			topic := r.brokerkitTopic(b)
+			publish := brokerkitPublish(r.brokerkitPublisher(b), topic)
+			if err := publish(context.Background(), 1); err != nil {
+				b.Fatal(err)
+			}
+			return timed(messages, func() { publishN(b, messages, publish) })
 		}},
 	)
 }
@@ -198,12 +187,8 @@ func BenchmarkRabbitPublish(b *testing.B) {
 // Same configurations as BenchmarkRabbitPublish.
 func BenchmarkRabbitPublishOne(b *testing.B) {
 	r := rabbitSetup(b)
-	sideBySide(b,
-		side{"brokerkit", func(b *testing.B) {
-			topic := r.brokerkitTopic(b)
-			publishOne(b, brokerkitPublish(r.brokerkitPublisher(b), topic))
-		}},
-		side{"watermill", func(b *testing.B) {
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
 			topic, cfg := r.watermillTopic(b)
 			sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
 			if err != nil {
@@ -213,13 +198,17 @@ func BenchmarkRabbitPublishOne(b *testing.B) {
 				b.Fatal(err)
 			}
 			_ = sub.Close()
-			publishOne(b, watermillPublish(watermillAMQPPublisher(b, cfg), topic))
+			return publishOne(b, watermillPublish(watermillAMQPPublisher(b, cfg), topic))
+		}},
+		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
+			topic := r.brokerkitTopic(b)
+			return publishOne(b, brokerkitPublish(r.brokerkitPublisher(b), topic))
 		}},
 	)
 }
 
 // BenchmarkRabbitEndToEnd: a consumer with a no-op handler and 16 handlers
-// at once runs (a warm-up message went through), then b.N messages are
+// at once runs (a warm-up message went through), then `messages` messages are
 // published as in BenchmarkRabbitPublish, and the time runs until the last
 // was handled.
 //
@@ -232,32 +221,8 @@ func BenchmarkRabbitPublishOne(b *testing.B) {
 //     messages one at a time, so this is how it gets 16 at once.
 func BenchmarkRabbitEndToEnd(b *testing.B) {
 	r := rabbitSetup(b)
-	sideBySide(b,
-		side{"brokerkit", func(b *testing.B) {
-			topic := r.brokerkitTopic(b)
-			publish := brokerkitPublish(r.brokerkitPublisher(b), topic)
-			c, err := rabbitbroker.NewConsumer(context.Background(), r.uri, nil, &broker.ConsumerOptions{Concurrency: concurrency})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			cnt := newCounter(b.N)
-			go func() {
-				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
-			}()
-			if err := publish(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
-			cnt.waitWarm(b)
-			b.ReportAllocs()
-			b.ResetTimer()
-			publishN(b, b.N, publish)
-			cnt.waitDone(b)
-			report(b)
-		}},
-		side{"watermill", func(b *testing.B) {
+	sidebyside.Compare(b, rounds,
+		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
 			topic, cfg := r.watermillTopic(b)
 			sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
 			if err != nil {
@@ -266,7 +231,7 @@ func BenchmarkRabbitEndToEnd(b *testing.B) {
 			defer sub.Close()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			cnt := newCounter(b.N)
+			cnt := newCounter(messages)
 			for range concurrency {
 				msgs, err := sub.Subscribe(ctx, topic)
 				if err != nil {
@@ -279,11 +244,33 @@ func BenchmarkRabbitEndToEnd(b *testing.B) {
 				b.Fatal(err)
 			}
 			cnt.waitWarm(b)
-			b.ReportAllocs()
-			b.ResetTimer()
-			publishN(b, b.N, publish)
-			cnt.waitDone(b)
-			report(b)
+			return timed(messages, func() {
+				publishN(b, messages, publish)
+				cnt.waitDone(b)
+			})
+		}},
+		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
+			topic := r.brokerkitTopic(b)
+			publish := brokerkitPublish(r.brokerkitPublisher(b), topic)
+			c, err := rabbitbroker.NewConsumer(context.Background(), r.uri, nil, &broker.ConsumerOptions{Concurrency: concurrency})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			cnt := newCounter(messages)
+			go func() {
+				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
+			}()
+			if err := publish(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+			cnt.waitWarm(b)
+			return timed(messages, func() {
+				publishN(b, messages, publish)
+				cnt.waitDone(b)
+			})
 		}},
 	)
 }

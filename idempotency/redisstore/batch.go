@@ -2,8 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"slices"
 
@@ -29,8 +27,7 @@ type script struct {
 }
 
 func newScript(src string) *script {
-	sum := sha1.Sum([]byte(src))
-	return &script{src: src, srcArg: src, shaArg: hex.EncodeToString(sum[:])}
+	return &script{src: src, srcArg: src, shaArg: redis.NewScript(src).Hash()}
 }
 
 // A call's state, guarded by Store.mu.

@@ -228,7 +228,8 @@ func (a *admin) partitions(ctx context.Context, topic string) ([]int, error) {
 }
 
 // createAndWait creates topics and waits until a fresh metadata request lists
-// every partition of each with a leader.
+// every partition of each with a leader, and every partition answers a
+// ListOffsets request: then the topics are usable by anyone at once.
 func (a *admin) createAndWait(ctx context.Context, partitions int, topics ...string) error {
 	if err := a.create(ctx, partitions, topics...); err != nil {
 		return err
@@ -238,6 +239,15 @@ func (a *admin) createAndWait(ctx context.Context, partitions int, topics ...str
 		ready := err == nil
 		for _, t := range topics {
 			ready = ready && found[t].ready
+		}
+		// Listed with leaders is not yet usable: for a few milliseconds a
+		// partition's leader may still answer NOT_LEADER_OR_FOLLOWER. Every
+		// partition answering ListOffsets is.
+		for _, t := range topics {
+			if ready {
+				_, err := a.spans(ctx, t)
+				ready = err == nil
+			}
 		}
 		if ready {
 			return nil

@@ -69,8 +69,8 @@ func (b *Broker) MaxMessageSize() int {
 // CreateTopic creates topic and its dead-letter topic "<topic>.dlq" with
 // partitions partitions (zero means Options.Partitions, else the broker's
 // num.partitions) and Options.ReplicationFactor, whatever
-// Options.CreateTopics says, and returns once the cluster lists both. Topics
-// that exist already are left as they are.
+// Options.CreateTopics says, and returns once every partition of both answers
+// from its leader. Topics that exist already are left as they are.
 func (b *Broker) CreateTopic(ctx context.Context, topic string, partitions int) error {
 	if err := validateTopic(topic); err != nil {
 		return err

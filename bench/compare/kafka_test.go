@@ -2,7 +2,6 @@ package compare
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -48,9 +47,6 @@ func (e *kafkaEnv) topic(b *testing.B) string {
 	if err := e.kb.CreateTopic(ctx, topic, partitions); err != nil {
 		b.Fatal(err)
 	}
-	if err := e.waitLeaders(ctx, topic); err != nil {
-		b.Fatal(err)
-	}
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -59,38 +55,6 @@ func (e *kafkaEnv) topic(b *testing.B) string {
 		}
 	})
 	return topic
-}
-
-// waitLeaders returns once every partition of topic answers a ListOffsets
-// request from its leader. A topic the cluster lists may still refuse
-// requests for a few milliseconds with NOT_LEADER_OR_FOLLOWER; Sarama then
-// refreshes its metadata and retries after backoffs of up to 2 s (the
-// Metadata.Retry.Backoff watermill-kafka sets), which would land in the
-// timed part of a run.
-func (e *kafkaEnv) waitLeaders(ctx context.Context, topic string) error {
-	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: nil}}
-	for p := range partitions {
-		req.Topics[topic] = append(req.Topics[topic], kafka.FirstOffsetOf(p))
-	}
-	for {
-		res, err := e.admin.ListOffsets(ctx, req)
-		if err == nil {
-			ready := len(res.Topics[topic]) == partitions
-			for _, p := range res.Topics[topic] {
-				if p.Error != nil {
-					ready, err = false, p.Error
-				}
-			}
-			if ready {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("topic %s: partitions without a leader: %v", topic, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // deleteGroupAfter deletes the consumer group id after the run, when its

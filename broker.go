@@ -35,9 +35,12 @@ type Message struct {
 	// PublishedAt is when the broker accepted the message, as precisely as the
 	// broker records it; zero when unknown.
 	PublishedAt time.Time
-	// Native is the broker client's own representation of a received message
-	// (amqp091.Delivery, kafka.Message, sqs types.Message); nil for the in-memory
-	// adapter and on published messages. Prefer As, which is typed.
+	// Native is the adapter's representation of a received message: the
+	// broker client's own message (amqp091.Delivery, sqs types.Message), or a
+	// value of the adapter's with an As(target any) bool method that builds
+	// the client's message on demand (kafkabroker, which would otherwise keep
+	// a second copy of every message). It is nil for the in-memory adapter and
+	// on published messages. Read it with As, which is typed and works for both.
 	Native any
 }
 
@@ -47,6 +50,9 @@ type Message struct {
 func (m *Message) As(target any) bool {
 	if m == nil || m.Native == nil {
 		return false
+	}
+	if n, ok := m.Native.(interface{ As(target any) bool }); ok {
+		return n.As(target)
 	}
 	v := reflect.ValueOf(target)
 	if v.Kind() != reflect.Pointer || v.IsNil() {

@@ -156,7 +156,6 @@ func TestExponentialBackoffBounds(t *testing.T) {
 }
 
 func TestMessageAs(t *testing.T) {
-	type native struct{ tag int }
 	m := &broker.Message{Native: native{7}}
 	var n native
 	if !m.As(&n) || n.tag != 7 {
@@ -176,7 +175,25 @@ func TestMessageAs(t *testing.T) {
 	if byRef.As(&s) {
 		t.Error("As reported true for a mismatched target of a pointer Native")
 	}
+	// A Native with an As method converts itself.
+	conv := &broker.Message{Native: converter{tag: 3}}
+	if !conv.As(&v) || v.tag != 3 || conv.As(&s) {
+		t.Errorf("As with a converting Native: value %v, string %q", v, s)
+	}
 }
+
+// converter is a Native value that builds a native{tag} on demand.
+type converter struct{ tag int }
+
+func (c converter) As(target any) bool {
+	p, ok := target.(*native)
+	if ok {
+		*p = native{c.tag}
+	}
+	return ok
+}
+
+type native struct{ tag int }
 
 func TestConsumerOptionsValidate(t *testing.T) {
 	for _, o := range []broker.ConsumerOptions{{Concurrency: -1}, {MaxAttempts: -2}, {Group: "a b"}, {DrainTimeout: -time.Second}} {

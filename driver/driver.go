@@ -73,7 +73,8 @@ type SubscribeConfig struct {
 // Subscription receives one topic's messages for one group.
 type Subscription interface {
 	// Receive blocks until at least one message is available, and returns at
-	// most max. It returns ctx.Err() when ctx ends first. An error wrapping
+	// most max; the slice (not the deliveries) may be reused by the next call.
+	// It returns ctx.Err() when ctx ends first. An error wrapping
 	// broker.ErrUnavailable makes the consumer retry after a pause; any other
 	// error stops Consume with that error.
 	Receive(ctx context.Context, max int) ([]*Delivery, error)

@@ -312,29 +312,54 @@ func TestNativeMessage(t *testing.T) {
 	topic := newTopic(t, b, 1)
 	p := b.NewPublisher()
 	defer p.Close()
-	if err := p.Publish(context.Background(), topic, &broker.Message{Key: "k", Body: []byte("x")}); err != nil {
+	sent := &broker.Message{Key: "k", Body: []byte("x"), Headers: map[string]string{"h": "v"}}
+	if err := p.Publish(context.Background(), topic, sent); err != nil {
 		t.Fatal(err)
 	}
 	c, err := b.NewConsumer(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan kafka.Message, 1)
+	type seen struct {
+		km, again kafka.Message
+		id        string
+	}
+	got := make(chan seen, 1)
 	run(t, c, topic, func(_ context.Context, m *broker.Message) error {
 		var km kafka.Message
-		if !m.As(&km) {
-			t.Error("As(*kafka.Message) = false")
+		var ptr *kafka.Message
+		if !m.As(&km) || !m.As(&ptr) {
+			t.Error("As(*kafka.Message) or As(**kafka.Message) = false")
 		}
+		var wrong string
+		if m.As(&wrong) {
+			t.Error("As(*string) = true")
+		}
+		// As hands out copies: writing to one changes neither the message
+		// nor what the next call returns.
+		for _, h := range km.Headers {
+			clear(h.Value)
+		}
+		km.Key[0] = 'X'
 		select {
-		case got <- km:
+		case got <- seen{km: *ptr, again: func() kafka.Message { var k kafka.Message; m.As(&k); return k }(), id: m.ID}:
 		default:
 		}
 		return nil
 	})
 	select {
-	case km := <-got:
-		if km.Topic != topic || km.Partition != 0 || km.Offset != 0 || string(km.Key) != "k" {
+	case s := <-got:
+		km := s.km
+		if km.Topic != topic || km.Partition != 0 || km.Offset != 0 || string(km.Key) != "k" || string(km.Value) != "x" ||
+			km.HighWaterMark < 1 || km.Time.IsZero() {
 			t.Errorf("native message = %+v", km)
+		}
+		if len(km.Headers) != 2 || km.Headers[0].Key != kafkabroker.HeaderID || string(km.Headers[0].Value) != sent.ID ||
+			km.Headers[1].Key != "h" || string(km.Headers[1].Value) != "v" {
+			t.Errorf("native headers = %v, want the ID %q then h=v", km.Headers, sent.ID)
+		}
+		if s.id != sent.ID || string(s.again.Key) != "k" || string(s.again.Headers[0].Value) != sent.ID {
+			t.Errorf("after writing to a copy: ID %q, key %q, header %q; want them unchanged", s.id, s.again.Key, s.again.Headers[0].Value)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("no message")

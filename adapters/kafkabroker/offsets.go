@@ -34,6 +34,10 @@ type epoch struct {
 	next      int64    // every fetched offset below next is finished; -1 before any
 	committed int64    // the last position committed, or start
 	prev      *epoch   // the epoch before the rewind that started this one
+	// waiters are, by offset, the entries of the next epoch that finish with
+	// a running entry of this one; rare, so kept here rather than in every
+	// entry.
+	waiters map[int64][]*entry
 }
 
 type state uint8
@@ -44,12 +48,11 @@ const (
 	released              // handed back unfinished: never committed past
 )
 
-// entry is one fetched offset.
+// entry is one fetched offset: 24 bytes, one for every message received.
 type entry struct {
-	ep      *epoch
-	offset  int64
-	state   state
-	waiters []*entry // entries of later epochs that finish with this one
+	ep     *epoch
+	offset int64
+	state  state
 }
 
 func newOffsets() *offsets { return &offsets{parts: map[int]*epoch{}} }
@@ -80,7 +83,10 @@ func (o *offsets) track(e *entry, partition int, offset int64) (deliver bool) {
 				e.finish(true)
 				return false
 			case running:
-				old.waiters = append(old.waiters, e)
+				if p.waiters == nil {
+					p.waiters = map[int64][]*entry{}
+				}
+				p.waiters[offset] = append(p.waiters[offset], e)
 				return false
 			}
 		}
@@ -120,10 +126,14 @@ func (e *entry) finish(ok bool) {
 	if ok {
 		e.state = finished
 	}
-	for _, w := range e.waiters {
-		w.finish(ok)
+	if ep := e.ep; ep != nil {
+		if ws, waited := ep.waiters[e.offset]; waited {
+			delete(ep.waiters, e.offset)
+			for _, w := range ws {
+				w.finish(ok)
+			}
+		}
 	}
-	e.waiters = nil
 	if ok && e.ep != nil {
 		e.ep.advance()
 	}

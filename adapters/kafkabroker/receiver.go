@@ -1,6 +1,7 @@
 package kafkabroker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/driver"
@@ -191,8 +193,9 @@ type subscription struct {
 	stopLoop context.CancelFunc
 	done     chan struct{} // closed when the commit loop ended
 
-	stash error // an error fetched behind messages, returned by the next Receive
-	probe probe // the context of fetchBuffered's calls
+	stash error              // an error fetched behind messages, returned by the next Receive
+	probe probe              // the context of fetchBuffered's calls
+	batch []*driver.Delivery // what Receive returned last, reused by the next call
 
 	mu       sync.Mutex // guards offsets
 	offsets  *offsets
@@ -202,7 +205,7 @@ type subscription struct {
 }
 
 // Receive fetches at least one message, and then as many more, up to max, as
-// the Reader holds already.
+// the Reader holds already. The slice it returns is valid until the next call.
 func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery, error) {
 	if err := s.stash; err != nil {
 		s.stash = nil
@@ -216,11 +219,11 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 			}
 			return nil, s.receiveError(err)
 		}
-		// One allocation for the batch's records, which are fetched into it
-		// directly: a slab stays in memory until the last of its messages is
-		// no longer referenced.
+		// One allocation for the batch's messages, which are converted into it
+		// as they are fetched: a slab stays in memory until the last of its
+		// messages is no longer referenced.
 		slab := make([]received, 1+min(int(s.reader.Stats().QueueLength), max-1))
-		slab[0].record = first
+		slab[0].fill(&first)
 		var n int
 		n, s.stash = s.fetchBuffered(slab[1:])
 		if ds := s.deliveries(slab[:1+n]); len(ds) > 0 {
@@ -234,10 +237,10 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 	}
 }
 
-// fetchBuffered fetches into the records of rs messages the Reader holds
-// already, without waiting for more, and returns how many it fetched, and the
-// error of a failed fetch (not a message) for Receive to report once the
-// fetched ones are handled.
+// fetchBuffered fetches into rs messages the Reader holds already, without
+// waiting for more, and returns how many it fetched, and the error of a failed
+// fetch (not a message) for Receive to report once the fetched ones are
+// handled.
 //
 // kafka-go has no non-blocking fetch. The Reader's statistics tell how many
 // messages its queue holds, rs is no longer than that, and only this
@@ -249,14 +252,14 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 func (s *subscription) fetchBuffered(rs []received) (int, error) {
 	for i := range rs {
 		s.probe.selects = 0
-		m, err := s.reader.FetchMessage(&s.probe)
+		km, err := s.reader.FetchMessage(&s.probe)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return i, nil // the queue held only records of an earlier generation
 			}
 			return i, err
 		}
-		rs[i].record = m
+		rs[i].fill(&km)
 	}
 	return len(rs), nil
 }
@@ -295,72 +298,135 @@ var closed = func() chan struct{} {
 	return c
 }()
 
-// deliveries records the fetched records of slab in the offsets and returns
-// the deliveries of those not already handled or being handled.
+// deliveries records the fetched messages of slab in the offsets and returns
+// the deliveries of those not already handled or being handled, in a slice
+// the next call reuses.
 //
-// The offset entries are allocated apart from the records, in a slab of
+// The offset entries are allocated apart from the messages, in a slab of
 // their own: the offsets keep every entry until its offset is committed (up
 // to a commit interval later, and also entries of records not delivered),
-// while a record, its message and the body it points to are garbage as soon
-// as the handler is done with them. Kept in one allocation, an entry would
-// keep its whole batch, bodies and all, in memory until the commit: at a
-// million messages a second that is a hundred megabytes for the garbage
-// collector to mark on every cycle.
+// while a message and the body it points to are garbage as soon as the
+// handler is done with them. Kept in one allocation, an entry would keep its
+// whole batch, bodies and all, in memory until the commit: at a million
+// messages a second that is a hundred megabytes for the garbage collector to
+// mark on every cycle.
 func (s *subscription) deliveries(slab []received) []*driver.Delivery {
 	entries := make([]entry, len(slab))
 	n := 0
 	s.mu.Lock()
 	for i := range slab {
-		if s.offsets.track(&entries[i], slab[i].record.Partition, slab[i].record.Offset) {
-			slab[i].delivery.Handle = &entries[i] // marks the record as delivered, for the loop below
+		if s.offsets.track(&entries[i], slab[i].partition, slab[i].offset) {
+			slab[i].delivery.Handle = &entries[i] // marks the message as delivered, for the loop below
 			n++
 		}
 	}
 	s.mu.Unlock()
-	ds := make([]*driver.Delivery, 0, n)
+	ds := s.batch[:0]
 	for i := range slab {
-		r := &slab[i]
-		if r.delivery.Handle == nil {
-			continue
+		if r := &slab[i]; r.delivery.Handle != nil {
+			ds = append(ds, &r.delivery)
 		}
-		fromKafka(&r.msg, &r.record)
-		r.delivery.Message = &r.msg
-		ds = append(ds, &r.delivery)
 	}
+	clear(ds[len(ds):cap(ds)]) // let earlier batches' slabs go
+	s.batch = ds
 	s.inFlight.Add(int64(len(ds)))
 	return ds
 }
 
-// received is one fetched record, allocated with the others of its batch:
-// its delivery and its message.
+// received is one fetched message, allocated with the others of its batch:
+// its delivery, its portable message, and what else of the record As needs to
+// rebuild it. Keeping the kafka.Message itself instead would cost 150 bytes
+// more per message, for a value few handlers ask for.
 type received struct {
-	delivery driver.Delivery
-	msg      broker.Message
-	record   kafka.Message // msg.Native points here: no copy boxed per message
+	delivery      driver.Delivery
+	msg           broker.Message
+	partition     int
+	offset        int64
+	highWaterMark int64
+	value         []byte         // the record's value as fetched, whatever a middleware makes of msg.Body
+	headers       []kafka.Header // the record's headers, the ID among them, in their order
 }
 
-// fromKafka fills m, a zero message, from a record; see toKafka. m.Native is
-// km itself, which must outlive m.
+// fill converts a fetched record into r, a zero received, and makes r the
+// message's Native value.
+func (r *received) fill(km *kafka.Message) {
+	fromKafka(&r.msg, km)
+	r.msg.Native = r
+	r.delivery.Message = &r.msg
+	r.partition, r.offset, r.highWaterMark = km.Partition, km.Offset, km.HighWaterMark
+	r.value, r.headers = km.Value, km.Headers
+}
+
+// As sets a *kafka.Message or **kafka.Message target to the record the
+// message was received as: a new kafka.Message each call, with its own copies
+// of the key and the headers.
+func (r *received) As(target any) bool {
+	switch t := target.(type) {
+	case *kafka.Message:
+		*t = r.record()
+	case **kafka.Message:
+		km := r.record()
+		*t = &km
+	default:
+		return false
+	}
+	return true
+}
+
+func (r *received) record() kafka.Message {
+	km := kafka.Message{
+		Topic:         r.msg.Topic,
+		Partition:     r.partition,
+		Offset:        r.offset,
+		HighWaterMark: r.highWaterMark,
+		Value:         r.value,
+		Time:          r.msg.PublishedAt,
+	}
+	if r.msg.Key != "" {
+		km.Key = []byte(r.msg.Key)
+	}
+	if len(r.headers) > 0 {
+		km.Headers = make([]kafka.Header, len(r.headers))
+		for i, h := range r.headers {
+			km.Headers[i] = kafka.Header{Key: h.Key, Value: bytes.Clone(h.Value)}
+		}
+	}
+	return km
+}
+
+// fromKafka fills m, a zero message, from a fetched record; see toKafka.
+//
+// m's ID, Key and header values share their bytes with the record's key and
+// header values instead of copying them. kafka-go allocates those for each
+// record it reads and keeps no reference; the caller must not let anything
+// else write to them (As hands out copies).
 func fromKafka(m *broker.Message, km *kafka.Message) {
-	m.Key = string(km.Key)
+	m.Key = bytesString(km.Key)
 	m.Body = km.Value
 	m.Topic = km.Topic
 	m.Attempt = 1
 	m.PublishedAt = km.Time
-	m.Native = km
 	for _, h := range km.Headers {
 		if h.Key == HeaderID {
-			m.ID = string(h.Value)
+			m.ID = bytesString(h.Value)
 			continue
 		}
 		if m.Headers == nil {
 			m.Headers = make(map[string]string, len(km.Headers))
 		}
-		m.Headers[h.Key] = string(h.Value)
+		m.Headers[h.Key] = bytesString(h.Value)
 	}
 	if m.ID == "" {
 		m.ID = km.Topic + "/" + strconv.Itoa(km.Partition) + "/" + strconv.FormatInt(km.Offset, 10)
 	}
+}
+
+// bytesString is b as a string without a copy; b must never change after.
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // receiveError classifies an error the Reader reported. The Reader keeps

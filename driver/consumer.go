@@ -188,10 +188,14 @@ type run struct {
 	handlerCtx     context.Context // ends when the Consume ctx ends or draining timed out
 	cancelHandlers context.CancelFunc
 
-	window  *window        // deliveries held, at most prefetch
-	inline  bool           // the fetch loop runs the handler (see loop)
-	queue   chan *Delivery // unordered deliveries waiting for a worker
-	workers chan struct{}  // one per running handler (concurrency)
+	window *window        // deliveries held, at most prefetch
+	inline bool           // the fetch loop runs the handler (see loop)
+	queue  chan *Delivery // unordered deliveries waiting for a worker
+	// slots bounds the running handlers with a token each in workers. Only
+	// ordered mode needs it, whose keys each get a goroutine; otherwise the
+	// Concurrency workers (or the inline fetch loop) are the bound.
+	slots   bool
+	workers chan struct{}
 	wg      sync.WaitGroup
 
 	mu   sync.Mutex
@@ -203,6 +207,7 @@ func (r *run) loop(ctx context.Context) error {
 	// fetches ahead by itself, the fetch loop runs the handler itself: a
 	// worker goroutine would add a hand-off per message and overlap nothing.
 	r.inline = r.c.opts.Concurrency == 1 && !r.c.opts.OrderByKey && r.c.feats.Buffered > 0
+	r.slots = r.c.opts.OrderByKey
 	if !r.inline {
 		r.startWorkers()
 	}
@@ -335,7 +340,7 @@ func (r *run) process(d *Delivery) {
 	inProcess := !r.c.feats.NackRedelivers || (opts.OrderByKey && m.Key != "")
 	var firstFailed time.Time
 	for {
-		if !r.inline { // inline, the fetch loop is the only handler: no slot to take
+		if r.slots {
 			select {
 			case r.workers <- struct{}{}:
 			case <-r.fetchCtx.Done():
@@ -344,14 +349,14 @@ func (r *run) process(d *Delivery) {
 			}
 		}
 		if r.fetchCtx.Err() != nil { // stopping: do not start new work
-			if !r.inline {
+			if r.slots {
 				<-r.workers
 			}
 			r.release(d)
 			return
 		}
 		err := r.call(m)
-		if !r.inline {
+		if r.slots {
 			<-r.workers
 		}
 		if err == nil {

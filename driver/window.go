@@ -46,11 +46,16 @@ func (w *window) hold(n int) {
 	w.mu.Unlock()
 }
 
-// release records one settled delivery.
+// release records one settled delivery, and wakes room if the window was
+// full (room waits only then).
 func (w *window) release() {
 	w.mu.Lock()
+	full := w.held >= w.size
 	w.held--
 	w.mu.Unlock()
+	if !full {
+		return
+	}
 	select {
 	case w.freed <- struct{}{}:
 	default: // a token is waiting already

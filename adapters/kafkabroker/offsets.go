@@ -50,9 +50,10 @@ const (
 
 // entry is one fetched offset: 24 bytes, one for every message received.
 type entry struct {
-	ep     *epoch
-	offset int64
-	state  state
+	ep        *epoch
+	offset    int64
+	partition int32
+	state     state
 }
 
 func newOffsets() *offsets { return &offsets{parts: map[int]*epoch{}} }

@@ -171,7 +171,7 @@ func TestDeliveriesKeepUndeliveredEntries(t *testing.T) {
 	slab := func(offs ...int64) []received {
 		rs := make([]received, len(offs))
 		for i, off := range offs {
-			rs[i].fill(&kafka.Message{Topic: "t", Partition: 0, Offset: off})
+			rs[i].fill(&kafka.Message{Topic: "t", Partition: 0, Offset: off}, &entry{})
 		}
 		return rs
 	}

@@ -220,12 +220,12 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 			return nil, s.receiveError(err)
 		}
 		// One allocation for the batch's messages, which are converted into it
-		// as they are fetched: a slab stays in memory until the last of its
-		// messages is no longer referenced.
-		slab := make([]received, 1+min(int(s.reader.Stats().QueueLength), max-1))
-		slab[0].fill(&first)
-		var n int
-		n, s.stash = s.fetchBuffered(slab[1:])
+		// as they are fetched (a slab stays in memory until the last of its
+		// messages is no longer referenced), and one for their offset entries.
+		n := 1 + min(int(s.reader.Stats().QueueLength), max-1)
+		slab, entries := make([]received, n), make([]entry, n)
+		slab[0].fill(&first, &entries[0])
+		n, s.stash = s.fetchBuffered(slab[1:], entries[1:])
 		if ds := s.deliveries(slab[:1+n]); len(ds) > 0 {
 			return ds, nil
 		}
@@ -237,7 +237,7 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 	}
 }
 
-// fetchBuffered fetches into rs messages the Reader holds already, without
+// fetchBuffered fetches into rs (and es) messages the Reader holds already, without
 // waiting for more, and returns how many it fetched, and the error of a failed
 // fetch (not a message) for Receive to report once the fetched ones are
 // handled.
@@ -249,7 +249,7 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 // select in FetchMessage wait: an ended context would take the place of a
 // waiting message half of the time, as a select picks at random among the
 // cases that are ready.
-func (s *subscription) fetchBuffered(rs []received) (int, error) {
+func (s *subscription) fetchBuffered(rs []received, es []entry) (int, error) {
 	for i := range rs {
 		s.probe.selects = 0
 		km, err := s.reader.FetchMessage(&s.probe)
@@ -259,7 +259,7 @@ func (s *subscription) fetchBuffered(rs []received) (int, error) {
 			}
 			return i, err
 		}
-		rs[i].fill(&km)
+		rs[i].fill(&km, &es[i])
 	}
 	return len(rs), nil
 }
@@ -303,30 +303,21 @@ var closed = func() chan struct{} {
 // the next call reuses.
 //
 // The offset entries are allocated apart from the messages, in a slab of
-// their own: the offsets keep every entry until its offset is committed (up
-// to a commit interval later, and also entries of records not delivered),
-// while a message and the body it points to are garbage as soon as the
-// handler is done with them. Kept in one allocation, an entry would keep its
-// whole batch, bodies and all, in memory until the commit: at a million
-// messages a second that is a hundred megabytes for the garbage collector to
-// mark on every cycle.
+// their own: the offsets keep an entry until every earlier offset of its
+// partition is finished (so, behind a slow message, as long as that message
+// runs), and also entries of records not delivered, while a message and the
+// body it points to are garbage as soon as the handler is done with them.
+// Kept in one allocation, an entry would keep its whole batch, bodies and
+// all, in memory behind the slow message.
 func (s *subscription) deliveries(slab []received) []*driver.Delivery {
-	entries := make([]entry, len(slab))
-	n := 0
+	ds := s.batch[:0]
 	s.mu.Lock()
 	for i := range slab {
-		if s.offsets.track(&entries[i], slab[i].partition, slab[i].offset) {
-			slab[i].delivery.Handle = &entries[i] // marks the message as delivered, for the loop below
-			n++
+		if e := slab[i].entry(); s.offsets.track(e, int(e.partition), e.offset) {
+			ds = append(ds, &slab[i].delivery)
 		}
 	}
 	s.mu.Unlock()
-	ds := s.batch[:0]
-	for i := range slab {
-		if r := &slab[i]; r.delivery.Handle != nil {
-			ds = append(ds, &r.delivery)
-		}
-	}
 	clear(ds[len(ds):cap(ds)]) // let earlier batches' slabs go
 	s.batch = ds
 	s.inFlight.Add(int64(len(ds)))
@@ -335,31 +326,32 @@ func (s *subscription) deliveries(slab []received) []*driver.Delivery {
 
 // received is one fetched message, allocated with the others of its batch:
 // its delivery, its portable message, and what else of the record As needs to
-// rebuild it. Keeping the kafka.Message itself instead would cost 150 bytes
-// more per message, for a value few handlers ask for.
+// rebuild it (its entry has the partition and the offset). Keeping the
+// kafka.Message itself instead would cost 150 bytes more per message, for a
+// value few handlers ask for.
 type received struct {
-	delivery      driver.Delivery
+	delivery      driver.Delivery // Handle is the *entry
 	msg           broker.Message
-	partition     int
-	offset        int64
 	highWaterMark int64
-	value         []byte         // the record's value as fetched, whatever a middleware makes of msg.Body
 	headers       []kafka.Header // the record's headers, the ID among them, in their order
 }
 
-// fill converts a fetched record into r, a zero received, and makes r the
-// message's Native value.
-func (r *received) fill(km *kafka.Message) {
+// fill converts a fetched record into r, a zero received, with e as its
+// offset entry, and makes r the message's Native value.
+func (r *received) fill(km *kafka.Message, e *entry) {
 	fromKafka(&r.msg, km)
 	r.msg.Native = r
 	r.delivery.Message = &r.msg
-	r.partition, r.offset, r.highWaterMark = km.Partition, km.Offset, km.HighWaterMark
-	r.value, r.headers = km.Value, km.Headers
+	r.delivery.Handle = e
+	e.partition, e.offset = int32(km.Partition), km.Offset
+	r.highWaterMark, r.headers = km.HighWaterMark, km.Headers
 }
+
+func (r *received) entry() *entry { return r.delivery.Handle.(*entry) }
 
 // As sets a *kafka.Message or **kafka.Message target to the record the
 // message was received as: a new kafka.Message each call, with its own copies
-// of the key and the headers.
+// of the key and the headers. Its Value is the message's Body.
 func (r *received) As(target any) bool {
 	switch t := target.(type) {
 	case *kafka.Message:
@@ -376,10 +368,10 @@ func (r *received) As(target any) bool {
 func (r *received) record() kafka.Message {
 	km := kafka.Message{
 		Topic:         r.msg.Topic,
-		Partition:     r.partition,
-		Offset:        r.offset,
+		Partition:     int(r.entry().partition),
+		Offset:        r.entry().offset,
 		HighWaterMark: r.highWaterMark,
-		Value:         r.value,
+		Value:         r.msg.Body,
 		Time:          r.msg.PublishedAt,
 	}
 	if r.msg.Key != "" {

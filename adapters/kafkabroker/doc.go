@@ -13,7 +13,7 @@
 // Unknown parameters are an error. Publishers and consumers take:
 //
 //   - acks=all|leader|none (default all): Options.Acks.
-//   - batch_timeout=200us, batch_size=1000, compression=none|gzip|snappy|lz4|zstd,
+//   - batch_timeout=200us, batch_size=500, compression=none|gzip|snappy|lz4|zstd,
 //     publish_attempts=5, write_timeout=10s, max_message_size=1048588: the
 //     writer (Options fields of the same names).
 //   - create_topics=true&partitions=3&replication_factor=1: create missing

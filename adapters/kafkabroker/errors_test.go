@@ -77,7 +77,7 @@ func TestWrapContext(t *testing.T) {
 
 func TestRecordSizeBound(t *testing.T) {
 	m := &broker.Message{ID: "0123456789", Key: "k", Body: make([]byte, 100), Headers: map[string]string{"a": "b", "cc": "dd"}}
-	km := toKafka("t", []*broker.Message{m}, time.Time{})[0]
+	km := new(records).fill("t", []*broker.Message{m}, time.Time{})[0]
 	// kafka-go's own estimate of the record is below our bound.
 	if n := recordSize(m); n < len(km.Key)+len(km.Value)+len(HeaderID)+len(m.ID)+6 {
 		t.Fatalf("recordSize %d is not an upper bound", n)
@@ -95,7 +95,7 @@ func TestRecordSizeBound(t *testing.T) {
 	if foreign.ID != "t/2/9" || foreign.Key != "" || foreign.Headers != nil {
 		t.Fatalf("foreign record = %+v", foreign)
 	}
-	unkeyed := toKafka("t", []*broker.Message{{ID: "x"}}, time.Time{})[0]
+	unkeyed := new(records).fill("t", []*broker.Message{{ID: "x"}}, time.Time{})[0]
 	if unkeyed.Key != nil {
 		t.Fatalf("an empty Key must be a null record key, got %q", unkeyed.Key)
 	}
@@ -104,14 +104,14 @@ func TestRecordSizeBound(t *testing.T) {
 // The records of one batch share their byte and header allocations; each must
 // still carry exactly its own ID, key and headers, and appending to one record's
 // slices must not write into its neighbour's.
-func TestToKafkaBatchKeepsRecordsApart(t *testing.T) {
+func TestRecordsKeepMessagesApart(t *testing.T) {
 	msgs := []*broker.Message{
 		{ID: "id-0", Key: "k0"},
 		{ID: "id-1"},
 		{ID: "id-2", Key: "key-2", Headers: map[string]string{"h": "v", HeaderID: "ignored"}},
 		{ID: "id-3", Key: "k3"},
 	}
-	km := toKafka("t", msgs, time.Time{})
+	km := new(records).fill("t", msgs, time.Time{})
 	km[0].Key = append(km[0].Key, 'X')
 	km[0].Headers = append(km[0].Headers, kafka.Header{Key: "extra"})
 	for i, m := range msgs {
@@ -150,5 +150,44 @@ func TestProbeContext(t *testing.T) {
 	p.selects = 0
 	if p.Done() != nil {
 		t.Fatal("a reset probe must start over")
+	}
+}
+
+// A sender reuses records: a second fill must carry only its own messages,
+// and reset must drop the references to the first ones' bodies.
+func TestRecordsReuse(t *testing.T) {
+	var rs records
+	body := []byte("first body")
+	first := rs.fill("a", []*broker.Message{{ID: "id-a0", Key: "ka", Body: body}, {ID: "id-a1", Headers: map[string]string{"h": "v"}}}, time.Time{})
+	if string(first[0].Key) != "ka" || string(first[0].Headers[0].Value) != "id-a0" {
+		t.Fatalf("first fill = %+v", first[0])
+	}
+	rs.reset()
+	for i, km := range rs.km {
+		if km.Value != nil || km.Headers != nil {
+			t.Fatalf("record %d still refers to a sent message after reset", i)
+		}
+	}
+	second := rs.fill("b", []*broker.Message{{ID: "id-b0"}}, time.Time{})
+	if len(second) != 1 || second[0].Topic != "b" || second[0].Key != nil || len(second[0].Headers) != 1 ||
+		string(second[0].Headers[0].Value) != "id-b0" || second[0].Value != nil {
+		t.Fatalf("second fill = %+v", second)
+	}
+}
+
+func TestReusableRecords(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, true},
+		{kafka.WriteErrors{kafka.RequestTimedOut}, true},
+		{io.ErrClosedPipe, true},
+		{fmt.Errorf("w: %w", context.Canceled), false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := reusable(c.err); got != c.want {
+			t.Errorf("reusable(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

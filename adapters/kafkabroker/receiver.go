@@ -386,7 +386,7 @@ func (r *received) record() kafka.Message {
 	return km
 }
 
-// fromKafka fills m, a zero message, from a fetched record; see toKafka.
+// fromKafka fills m, a zero message, from a fetched record; see records.fill.
 //
 // m's ID, Key and header values share their bytes with the record's key and
 // header values instead of copying them. kafka-go allocates those for each

@@ -15,7 +15,7 @@ import (
 // writes it (without the 4-byte size prefix of a produce request).
 func encodedBatch(t *testing.T, m *broker.Message) int {
 	t.Helper()
-	km := toKafka("t", []*broker.Message{m}, time.Now())[0]
+	km := new(records).fill("t", []*broker.Message{m}, time.Now())[0]
 	r := protocol.Record{Time: km.Time, Headers: km.Headers}
 	if km.Key != nil {
 		r.Key = protocol.NewBytes(km.Key)

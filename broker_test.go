@@ -37,6 +37,39 @@ func TestNewIDSortableAndUnique(t *testing.T) {
 	}
 }
 
+// AssignIDs fills only the missing IDs, skips nil messages, and gives IDs
+// that are unique, NewID's length and alphabet, and sorted in batch order,
+// also across the strings it cuts them from and after an earlier NewID.
+func TestAssignIDs(t *testing.T) {
+	before := broker.NewID()
+	msgs := make([]*broker.Message, 200)
+	for i := range msgs {
+		msgs[i] = &broker.Message{}
+	}
+	msgs[3].ID = "kept"
+	msgs[70] = nil
+	broker.AssignIDs(msgs)
+	if msgs[3].ID != "kept" {
+		t.Fatalf("an existing ID was replaced by %q", msgs[3].ID)
+	}
+	prev := before
+	seen := map[string]bool{}
+	for i, m := range msgs {
+		if m == nil || i == 3 {
+			continue
+		}
+		if len(m.ID) != 26 || strings.Trim(m.ID, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") != "" {
+			t.Fatalf("message %d: ID %q is not 26 base32 digits", i, m.ID)
+		}
+		if seen[m.ID] || m.ID <= prev {
+			t.Fatalf("message %d: ID %q repeats or sorts before %q", i, m.ID, prev)
+		}
+		seen[m.ID], prev = true, m.ID
+	}
+	broker.AssignIDs(nil)
+	broker.AssignIDs([]*broker.Message{nil})
+}
+
 type nopOpener struct{}
 
 func (nopOpener) OpenPublisher(context.Context, *url.URL) (broker.Publisher, error) { return nil, nil }

@@ -50,11 +50,7 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*broker.M
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	for _, m := range msgs {
-		if m.ID == "" {
-			m.ID = broker.NewID()
-		}
-	}
+	broker.AssignIDs(msgs)
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()

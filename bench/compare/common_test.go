@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
@@ -138,6 +139,27 @@ func (c *counter) add() {
 		default: // the last batches: no publisher waits any more
 		}
 	}
+}
+
+// endToEnd publishes the warm-up message and waits until it is handled, then
+// returns the rate of publishing the counter's n messages (through its gate,
+// if it has one) until the last of them is handled.
+func (c *counter) endToEnd(b *testing.B, publish func(ctx context.Context, k int) error) float64 {
+	b.Helper()
+	if err := publish(context.Background(), 1); err != nil {
+		b.Fatal(err)
+	}
+	c.waitWarm(b)
+	return timed(int(c.n), func() {
+		publishGated(b, int(c.n), c.gate, publish)
+		c.waitDone(b)
+	})
+}
+
+// count consumes topic with c until ctx ends, counting into cnt with the
+// no-op handler.
+func count(ctx context.Context, c broker.Consumer, topic string, cnt *counter) {
+	_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
 }
 
 func (c *counter) waitWarm(b *testing.B) { c.wait(b, c.warm, "the warm-up message") }

@@ -176,14 +176,7 @@ func BenchmarkKafkaEndToEnd(b *testing.B) {
 			cnt := newCounter(messages)
 			drain(msgs, partitions, cnt)
 			publish := watermillPublish(watermillKafkaPublisher(b, e.brokers), topic)
-			if err := publish(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
-			cnt.waitWarm(b)
-			return timed(messages, func() {
-				publishN(b, messages, publish)
-				cnt.waitDone(b)
-			})
+			return cnt.endToEnd(b, publish)
 		}},
 		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
 			group := randomName("g")
@@ -200,17 +193,8 @@ func BenchmarkKafkaEndToEnd(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			cnt := newCounter(messages)
-			go func() {
-				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
-			}()
-			if err := publish(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
-			cnt.waitWarm(b)
-			return timed(messages, func() {
-				publishN(b, messages, publish)
-				cnt.waitDone(b)
-			})
+			go count(ctx, c, topic, cnt)
+			return cnt.endToEnd(b, publish)
 		}},
 	)
 }

@@ -61,18 +61,9 @@ func memBrokerkit(b *testing.B) float64 {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cnt := newGatedCounter(memMessages, memBacklog)
-	go func() {
-		_ = c.Consume(ctx, memTopic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
-	}()
+	go count(ctx, c, memTopic, cnt)
 	publish := brokerkitPublish(p, memTopic)
-	if err := publish(ctx, 1); err != nil {
-		b.Fatal(err)
-	}
-	cnt.waitWarm(b)
-	return timed(memMessages, func() {
-		publishGated(b, memMessages, cnt.gate, publish)
-		cnt.waitDone(b)
-	})
+	return cnt.endToEnd(b, publish)
 }
 
 // watermillBatch builds k messages the way Watermill's documentation does,
@@ -110,14 +101,7 @@ func memWatermill(b *testing.B) float64 {
 	cnt := newGatedCounter(memMessages, memBacklog)
 	drain(msgs, concurrency, cnt)
 	publish := watermillPublish(ps, memTopic)
-	if err := publish(ctx, 1); err != nil {
-		b.Fatal(err)
-	}
-	cnt.waitWarm(b)
-	return timed(memMessages, func() {
-		publishGated(b, memMessages, cnt.gate, publish)
-		cnt.waitDone(b)
-	})
+	return cnt.endToEnd(b, publish)
 }
 
 func memWatermillRouter(b *testing.B) float64 {
@@ -135,12 +119,5 @@ func memWatermillRouter(b *testing.B) float64 {
 	defer r.Close()
 	<-r.Running()
 	publish := watermillPublish(ps, memTopic)
-	if err := publish(ctx, 1); err != nil {
-		b.Fatal(err)
-	}
-	cnt.waitWarm(b)
-	return timed(memMessages, func() {
-		publishGated(b, memMessages, cnt.gate, publish)
-		cnt.waitDone(b)
-	})
+	return cnt.endToEnd(b, publish)
 }

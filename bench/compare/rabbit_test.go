@@ -240,14 +240,7 @@ func BenchmarkRabbitEndToEnd(b *testing.B) {
 				drain(msgs, 1, cnt)
 			}
 			publish := watermillPublish(watermillAMQPPublisher(b, cfg), topic)
-			if err := publish(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
-			cnt.waitWarm(b)
-			return timed(messages, func() {
-				publishN(b, messages, publish)
-				cnt.waitDone(b)
-			})
+			return cnt.endToEnd(b, publish)
 		}},
 		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
 			topic := r.brokerkitTopic(b)
@@ -260,17 +253,8 @@ func BenchmarkRabbitEndToEnd(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			cnt := newCounter(messages)
-			go func() {
-				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
-			}()
-			if err := publish(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
-			cnt.waitWarm(b)
-			return timed(messages, func() {
-				publishN(b, messages, publish)
-				cnt.waitDone(b)
-			})
+			go count(ctx, c, topic, cnt)
+			return cnt.endToEnd(b, publish)
 		}},
 	)
 }

@@ -127,16 +127,18 @@ func (e *entry) finish(ok bool) {
 	if ok {
 		e.state = finished
 	}
-	if ep := e.ep; ep != nil {
-		if ws, waited := ep.waiters[e.offset]; waited {
-			delete(ep.waiters, e.offset)
-			for _, w := range ws {
-				w.finish(ok)
-			}
+	ep := e.ep
+	if ep == nil {
+		return // never tracked: nothing waits on it, no position to move
+	}
+	if ws, waited := ep.waiters[e.offset]; waited {
+		delete(ep.waiters, e.offset)
+		for _, w := range ws {
+			w.finish(ok)
 		}
 	}
-	if ok && e.ep != nil {
-		e.ep.advance()
+	if ok {
+		ep.advance()
 	}
 }
 

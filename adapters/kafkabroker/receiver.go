@@ -237,10 +237,10 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 	}
 }
 
-// fetchBuffered fetches into rs (and es) messages the Reader holds already, without
-// waiting for more, and returns how many it fetched, and the error of a failed
-// fetch (not a message) for Receive to report once the fetched ones are
-// handled.
+// fetchBuffered fetches messages the Reader holds already into rs, with es
+// as their offset entries, without waiting for more. It returns how many it
+// fetched, and the error of a failed fetch (not a message) for Receive to
+// report once the fetched ones are handled.
 //
 // kafka-go has no non-blocking fetch. The Reader's statistics tell how many
 // messages its queue holds, rs is no longer than that, and only this
@@ -366,10 +366,11 @@ func (r *received) As(target any) bool {
 }
 
 func (r *received) record() kafka.Message {
+	e := r.entry()
 	km := kafka.Message{
 		Topic:         r.msg.Topic,
-		Partition:     int(r.entry().partition),
-		Offset:        r.entry().offset,
+		Partition:     int(e.partition),
+		Offset:        e.offset,
 		HighWaterMark: r.highWaterMark,
 		Value:         r.msg.Body,
 		Time:          r.msg.PublishedAt,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -258,9 +259,9 @@ func (rs *records) fill(topic string, msgs []*broker.Message, now time.Time) []k
 	for _, m := range msgs {
 		n += len(m.ID) + len(m.Key)
 	}
-	km := grow(rs.km, len(msgs))
-	ids := grow(rs.ids, len(msgs))
-	text := grow(rs.text, n)[:0]
+	km := slices.Grow(rs.km[:0], len(msgs))[:len(msgs)]
+	ids := slices.Grow(rs.ids[:0], len(msgs))[:len(msgs)]
+	text := slices.Grow(rs.text[:0], n)
 	for i, m := range msgs {
 		km[i] = kafka.Message{Topic: topic, Value: m.Body, Time: now}
 		if m.Key != "" {
@@ -292,14 +293,6 @@ func (rs *records) fill(topic string, msgs []*broker.Message, now time.Time) []k
 func (rs *records) reset() {
 	clear(rs.km)
 	clear(rs.ids)
-}
-
-// grow returns s with length n, reallocated only when its capacity is short.
-func grow[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
-	}
-	return s[:n]
 }
 
 // Close flushes pending batches and releases the connections.

@@ -83,6 +83,16 @@ func publishGated(b *testing.B, n int, gate chan struct{}, send func(ctx context
 	}
 }
 
+// publishAll sends one message through send, then times publishN of
+// `messages`: the msgs/s of a publisher whose connection and topology are
+// warm.
+func publishAll(b *testing.B, send func(ctx context.Context, k int) error) float64 {
+	if err := send(context.Background(), 1); err != nil {
+		b.Fatal(err)
+	}
+	return timed(messages, func() { publishN(b, messages, send) })
+}
+
 // publishOne sends loneMessages messages one after the other, after one
 // untimed to set up the topology, and returns their rate: the inverse of a
 // lone publish's latency.

@@ -66,6 +66,22 @@ func (r *rabbit) watermillTopic(b *testing.B) (string, wamqp.Config) {
 	return topic, cfg
 }
 
+// watermillQueue is watermillTopic with the topic's queue declared and bound,
+// as a subscriber would: watermill-amqp's publisher declares only the
+// exchange, and messages published before the queue exists are dropped.
+func (r *rabbit) watermillQueue(b *testing.B) (string, wamqp.Config) {
+	topic, cfg := r.watermillTopic(b)
+	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := sub.SubscribeInitialize(topic); err != nil {
+		b.Fatal(err)
+	}
+	_ = sub.Close()
+	return topic, cfg
+}
+
 // watermillAMQPConfig is watermill-amqp's durable pub/sub configuration made
 // to match rabbitbroker's: a durable topic exchange named after the topic, a
 // durable quorum queue "<topic>.default" bound with "#", persistent messages,
@@ -154,30 +170,12 @@ func BenchmarkRabbitPublish(b *testing.B) {
 	r := rabbitSetup(b)
 	sidebyside.Compare(b, rounds,
 		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
-			topic, cfg := r.watermillTopic(b)
-			// The publisher declares only the exchange: declare and bind the
-			// queue first, as a subscriber would, so that messages are stored.
-			sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := sub.SubscribeInitialize(topic); err != nil {
-				b.Fatal(err)
-			}
-			_ = sub.Close()
-			publish := watermillPublish(watermillAMQPPublisher(b, cfg), topic)
-			if err := publish(context.Background(), 1); err != nil {
-				b.Fatal(err)
-			}
-			return timed(messages, func() { publishN(b, messages, publish) })
+			topic, cfg := r.watermillQueue(b)
+			return publishAll(b, watermillPublish(watermillAMQPPublisher(b, cfg), topic))
 		}},
 		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
 			topic := r.brokerkitTopic(b)
-			publish := brokerkitPublish(r.brokerkitPublisher(b), topic)
-			if err := publish(context.Background(), 1); err != nil {
-				b.Fatal(err)
-			}
-			return timed(messages, func() { publishN(b, messages, publish) })
+			return publishAll(b, brokerkitPublish(r.brokerkitPublisher(b), topic))
 		}},
 	)
 }
@@ -189,15 +187,7 @@ func BenchmarkRabbitPublishOne(b *testing.B) {
 	r := rabbitSetup(b)
 	sidebyside.Compare(b, rounds,
 		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
-			topic, cfg := r.watermillTopic(b)
-			sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := sub.SubscribeInitialize(topic); err != nil {
-				b.Fatal(err)
-			}
-			_ = sub.Close()
+			topic, cfg := r.watermillQueue(b)
 			return publishOne(b, watermillPublish(watermillAMQPPublisher(b, cfg), topic))
 		}},
 		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {

@@ -41,12 +41,16 @@
 // and Go producers agree on a key's partition; unkeyed messages go to random
 // partitions. A Publish made while others are in flight on the same publisher
 // waits up to batch_timeout to share its partitions' batches with them; one
-// with no other in flight is sent at once. If some partitions accept their batch and others do not, the
-// error is a *broker.PublishError listing the failed messages. A message
-// too large for Options.MaxMessageSize is refused before anything is sent. A
-// Publish whose context ends early may still have its messages written, also
-// after those of a later Publish with the same key: order per key holds
-// between publishes that returned.
+// with no other in flight is sent at once. A lone Publish of one message (a
+// service's usual publish: one event per request) is one Produce request
+// instead, to the partition the Writer would pick; if that request fails, the
+// message goes on through the Writer and its retries, so it may be written
+// twice, as it may when the Writer retries. If some partitions accept their
+// batch and others do not, the error is a *broker.PublishError listing the
+// failed messages. A message too large for Options.MaxMessageSize is refused
+// before anything is sent. A Publish whose context ends early may still have
+// its messages written, also after those of a later Publish with the same
+// key: order per key holds between publishes that returned.
 //
 // A consumer is a member of the Kafka consumer group "<group>/<topic>"
 // (Options.GroupIDVerbatim uses the group name alone): Kafka group ids span

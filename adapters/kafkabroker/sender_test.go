@@ -13,9 +13,9 @@ import (
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
-// A Send with no other in flight goes through the lone Writer, which does not
-// wait for a batch to fill; Sends made while others are in flight go through
-// the batching Writer and share its batches.
+// A Send with no other in flight goes through produceOne (one message) or the
+// lone Writer, which does not wait for a batch to fill; Sends made while
+// others are in flight go through the batching Writer and share its batches.
 func TestSenderLoneAndBatching(t *testing.T) {
 	b, err := New(testenv.KafkaBrokers(t), &Options{CreateTopics: true, Partitions: 1, ReplicationFactor: 1})
 	if err != nil {
@@ -30,13 +30,26 @@ func TestSenderLoneAndBatching(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// The first Send to a new topic may find it missing from the transport's
+	// metadata cache, and go through the lone Writer, which refreshes it.
+	if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("warm-up")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.produced.Store(0)
+	_, _ = s.lone.Stats(), s.batching.Stats() // Stats resets the counts
 	for range 3 {
 		if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("x")}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if lone, batching := s.lone.Stats().Messages, s.batching.Stats().Messages; lone != 3 || batching != 0 {
-		t.Fatalf("three Sends one after another: lone wrote %d, batching %d; want 3 and 0", lone, batching)
+	if produced, lone, batching := s.produced.Load(), s.lone.Stats().Messages, s.batching.Stats().Messages; produced != 3 || lone != 0 || batching != 0 {
+		t.Fatalf("three Sends of one message one after another: produceOne wrote %d, lone %d, batching %d; want 3, 0, 0", produced, lone, batching)
+	}
+	if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("x")}, {ID: broker.NewID(), Body: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if produced, lone, batching := s.produced.Load(), s.lone.Stats().Messages, s.batching.Stats().Messages; produced != 3 || lone != 2 || batching != 0 {
+		t.Fatalf("a Send of two messages: produceOne wrote %d, lone %d, batching %d; want 3 (as before), 2, 0", produced, lone, batching)
 	}
 	var wg sync.WaitGroup
 	for range 16 {
@@ -50,8 +63,83 @@ func TestSenderLoneAndBatching(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	lone, batching := s.lone.Stats().Messages, s.batching.Stats().Messages
-	if lone+batching != 320 || batching == 0 {
-		t.Fatalf("16 concurrent senders of 20: lone wrote %d, batching %d; want 320 in all, some of them batched (Stats resets at each call)", lone, batching)
+	produced, lone, batching := s.produced.Load()-3, s.lone.Stats().Messages, s.batching.Stats().Messages
+	if produced+lone+batching != 320 || batching == 0 {
+		t.Fatalf("16 concurrent senders of 20: produceOne wrote %d, lone %d, batching %d; want 320 in all, some of them batched (Stats resets at each call)", produced, lone, batching)
+	}
+}
+
+// A key lands on the same partition whether its message went alone through
+// produceOne or in a batch through a Writer: the partition the murmur2
+// balancer picks, as the Java client's default partitioner would.
+func TestProduceOneKeepsKeyPartition(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	b, err := New(brokers, &Options{CreateTopics: true, Partitions: 3, ReplicationFactor: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSender(b.a)
+	defer s.Close()
+	topic := conformance.RandomName("key-partition")
+	t.Cleanup(func() {
+		c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+		_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	keys := []string{"k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"}
+	// (See TestSenderLoneAndBatching.)
+	if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Key: "warm-up", Body: []byte("warm-up")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.produced.Store(0)
+	var batch []*broker.Message
+	for _, k := range keys {
+		if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Key: k, Body: []byte("alone")}}); err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, &broker.Message{ID: broker.NewID(), Key: k, Body: []byte("batched")})
+	}
+	if err := s.Send(ctx, topic, batch); err != nil {
+		t.Fatal(err)
+	}
+	// Right after the topic was created, a partition may not have its
+	// leader yet (NotLeaderForPartition): such a message goes on through the
+	// lone Writer, which retries, and lands where the balancer says all the
+	// same.
+	if produced := s.produced.Load(); produced == 0 {
+		t.Fatalf("produceOne wrote none of the %d lone messages", len(keys))
+	}
+	got := map[string]map[string]int{} // key -> body -> partition
+	for p := range 3 {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
+		end, err := r.ReadLag(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range end {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[string(m.Key)] == nil {
+				got[string(m.Key)] = map[string]int{}
+			}
+			got[string(m.Key)][string(m.Value)] = m.Partition
+		}
+		_ = r.Close()
+	}
+	spread := map[int]bool{}
+	for _, k := range keys {
+		want := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(k)}, 0, 1, 2)
+		alone, ok1 := got[k]["alone"]
+		batched, ok2 := got[k]["batched"]
+		if !ok1 || !ok2 || alone != want || batched != want {
+			t.Errorf("key %q: alone on partition %d (found %v), batched on %d (found %v); want both on %d", k, alone, ok1, batched, ok2, want)
+		}
+		spread[want] = true
+	}
+	if len(spread) < 2 {
+		t.Fatalf("the keys all hash to one partition (%v): the test shows nothing", spread)
 	}
 }

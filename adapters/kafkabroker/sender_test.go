@@ -2,6 +2,7 @@ package kafkabroker
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -141,5 +142,63 @@ func TestProduceOneKeepsKeyPartition(t *testing.T) {
 	}
 	if len(spread) < 2 {
 		t.Fatalf("the keys all hash to one partition (%v): the test shows nothing", spread)
+	}
+}
+
+// produceOne sends with the publisher's acks and compression, and the record
+// it writes is the one a Writer would: key, value, the ID header and the
+// message's headers.
+func TestProduceOneSettings(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	for _, tc := range []struct {
+		acks        Acks
+		compression kafka.Compression
+	}{{AcksNone, 0}, {AcksLeader, kafka.Zstd}, {AcksAll, kafka.Snappy}} {
+		t.Run(fmt.Sprintf("%v-%v", tc.acks, tc.compression), func(t *testing.T) {
+			b, err := New(brokers, &Options{CreateTopics: true, Partitions: 1, ReplicationFactor: 1, Acks: tc.acks, Compression: tc.compression})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newSender(b.a)
+			defer s.Close()
+			topic := conformance.RandomName("produce-one")
+			t.Cleanup(func() {
+				c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+				_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			// (See TestSenderLoneAndBatching.)
+			if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("warm-up")}}); err != nil {
+				t.Fatal(err)
+			}
+			s.produced.Store(0)
+			m := &broker.Message{ID: broker.NewID(), Key: "k", Body: []byte("body"), Headers: map[string]string{"h": "v"}}
+			if err := s.Send(ctx, topic, []*broker.Message{m}); err != nil {
+				t.Fatal(err)
+			}
+			if n := s.produced.Load(); n != 1 {
+				t.Fatalf("produceOne wrote %d messages, want 1", n)
+			}
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
+			defer r.Close()
+			for {
+				km, err := r.ReadMessage(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(km.Value) == "warm-up" {
+					continue
+				}
+				h := map[string]string{}
+				for _, x := range km.Headers {
+					h[x.Key] = string(x.Value)
+				}
+				if string(km.Key) != "k" || string(km.Value) != "body" || len(h) != 2 || h[HeaderID] != m.ID || h["h"] != "v" {
+					t.Fatalf("record: key %q, value %q, headers %v; want k, body, %s=%s and h=v", km.Key, km.Value, h, HeaderID, m.ID)
+				}
+				return
+			}
+		})
 	}
 }

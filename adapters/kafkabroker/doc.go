@@ -35,22 +35,30 @@
 // # Delivery semantics
 //
 // Publish returns nil once the partition leader has the messages and, under
-// the default acks=all, every in-sync replica too. One Publish call is one
-// kafka-go WriteMessages: messages are spread over partitions by the murmur2
-// hash of their key, as the Java client's default partitioner does, so Java
-// and Go producers agree on a key's partition; unkeyed messages go to random
-// partitions. A Publish made while others are in flight on the same publisher
-// waits up to batch_timeout to share its partitions' batches with them; one
-// with no other in flight is sent at once. A lone Publish of one message (a
-// service's usual publish: one event per request) is one Produce request
-// instead, to the partition the Writer would pick; if that request fails, the
-// message goes on through the Writer and its retries, so it may be written
-// twice, as it may when the Writer retries. If some partitions accept their
-// batch and others do not, the error is a *broker.PublishError listing the
-// failed messages. A message too large for Options.MaxMessageSize is refused
-// before anything is sent. A Publish whose context ends early may still have
-// its messages written, also after those of a later Publish with the same
-// key: order per key holds between publishes that returned.
+// the default acks=all, every in-sync replica too. A keyed message goes to
+// the partition the murmur2 hash of its key picks, as the Java client's
+// default partitioner does, so Java and Go producers agree on a key's
+// partition. The unkeyed messages of one Publish call go to one partition,
+// picked at random for each call (the Java client's sticky partitioning, at
+// the grain of a call): a call of unkeyed messages is one request.
+//
+// A Publish is sent at once, as one Produce request per partition it
+// touches (more for a call larger than max_message_size or batch_size), on
+// the publisher's connections: kafka-go's Writer would hold every message for
+// its batch timer, which takes about a millisecond however short it is set.
+// When more than 16 calls are in flight at once on one publisher, those of
+// fewer than 32 messages go through a kafka-go Writer instead, which waits up
+// to batch_timeout to put them in shared batches: past that many callers,
+// shared batches carry more than separate requests. A request that fails
+// (a leader moving, a broker restarting) hands its messages to a kafka-go
+// Writer with the publisher's settings, which retries up to publish_attempts
+// times; a message written by a request that failed late may so be written
+// twice, as a Writer's own retries may. If some messages are written and
+// others are not, the error is a *broker.PublishError listing the failed
+// ones. A message too large for Options.MaxMessageSize is refused before
+// anything is sent. A Publish whose context ends early may still have its
+// messages written, also after those of a later Publish with the same key:
+// order per key holds between publishes that returned.
 //
 // A consumer is a member of the Kafka consumer group "<group>/<topic>"
 // (Options.GroupIDVerbatim uses the group name alone): Kafka group ids span

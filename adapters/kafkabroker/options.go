@@ -95,14 +95,16 @@ type Options struct {
 	// Acks is how many replicas must store a message before Publish returns.
 	// Zero means AcksAll.
 	Acks Acks
-	// BatchTimeout is how long a Publish made while others are in flight on
-	// the same publisher waits for more messages to fill a partition's batch,
-	// so that concurrent publishers share batches (fewer, larger requests). A
-	// Publish with no other in flight is sent at once. Zero means
+	// BatchTimeout is how long a small Publish made while many others are in
+	// flight on the same publisher (see the package documentation) waits for
+	// more messages to fill a partition's batch, so that its callers share
+	// batches. Other Publishes are sent at once. Zero means
 	// DefaultBatchTimeout (kafka-go's own default is 1 s).
 	BatchTimeout time.Duration
-	// BatchSize is how many messages a partition batch holds before it is sent
-	// without waiting for BatchTimeout. Zero means DefaultBatchSize.
+	// BatchSize is how many messages one produce request carries at the most:
+	// a Publish sent at once is split into requests of BatchSize messages, and
+	// a shared batch is sent without waiting for BatchTimeout when it holds
+	// BatchSize messages. Zero means DefaultBatchSize.
 	//
 	// kafka-go allocates room for BatchSize messages (about 150 bytes each)
 	// in every batch it starts, however few it then holds, so a size far

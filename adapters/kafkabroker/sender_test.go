@@ -1,8 +1,10 @@
 package kafkabroker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,9 +16,9 @@ import (
 	"github.com/brokerkit/broker/internal/testenv"
 )
 
-// A Send with no other in flight goes through produceOne (one message) or the
-// lone Writer, which does not wait for a batch to fill; Sends made while
-// others are in flight go through the batching Writer and share its batches.
+// A Send with few others in flight is produced directly; when many small
+// Sends are in flight, some go through the batching Writer and share its
+// batches.
 func TestSenderLoneAndBatching(t *testing.T) {
 	b, err := New(testenv.KafkaBrokers(t), &Options{CreateTopics: true, Partitions: 1, ReplicationFactor: 1})
 	if err != nil {
@@ -44,18 +46,18 @@ func TestSenderLoneAndBatching(t *testing.T) {
 		}
 	}
 	if produced, lone, batching := s.produced.Load(), s.lone.Stats().Messages, s.batching.Stats().Messages; produced != 3 || lone != 0 || batching != 0 {
-		t.Fatalf("three Sends of one message one after another: produceOne wrote %d, lone %d, batching %d; want 3, 0, 0", produced, lone, batching)
+		t.Fatalf("three Sends of one message one after another: produce wrote %d, lone %d, batching %d; want 3, 0, 0", produced, lone, batching)
 	}
 	if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("x")}, {ID: broker.NewID(), Body: []byte("x")}}); err != nil {
 		t.Fatal(err)
 	}
-	if produced, lone, batching := s.produced.Load(), s.lone.Stats().Messages, s.batching.Stats().Messages; produced != 3 || lone != 2 || batching != 0 {
-		t.Fatalf("a Send of two messages: produceOne wrote %d, lone %d, batching %d; want 3 (as before), 2, 0", produced, lone, batching)
+	if produced, lone, batching := s.produced.Load(), s.lone.Stats().Messages, s.batching.Stats().Messages; produced != 5 || lone != 0 || batching != 0 {
+		t.Fatalf("then a Send of two messages: produce wrote %d, lone %d, batching %d; want 5, 0, 0", produced, lone, batching)
 	}
 	var wg sync.WaitGroup
-	for range 16 {
+	for range 64 {
 		wg.Go(func() {
-			for range 20 {
+			for range 5 {
 				if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("y")}}); err != nil {
 					t.Error(err)
 					return
@@ -64,16 +66,17 @@ func TestSenderLoneAndBatching(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	produced, lone, batching := s.produced.Load()-3, s.lone.Stats().Messages, s.batching.Stats().Messages
+	produced, lone, batching := s.produced.Load()-5, s.lone.Stats().Messages, s.batching.Stats().Messages
 	if produced+lone+batching != 320 || batching == 0 {
-		t.Fatalf("16 concurrent senders of 20: produceOne wrote %d, lone %d, batching %d; want 320 in all, some of them batched (Stats resets at each call)", produced, lone, batching)
+		t.Fatalf("64 concurrent senders of 5: produce wrote %d, lone %d, batching %d; want 320 in all, some of them batched (Stats resets at each call)", produced, lone, batching)
 	}
 }
 
-// A key lands on the same partition whether its message went alone through
-// produceOne or in a batch through a Writer: the partition the murmur2
-// balancer picks, as the Java client's default partitioner would.
-func TestProduceOneKeepsKeyPartition(t *testing.T) {
+// A key lands on the same partition whether its message was produced alone,
+// produced in a Send with other keys, or written by a Writer: the partition
+// the murmur2 balancer picks, as the Java client's default partitioner would.
+// The unkeyed messages of one Send share one partition.
+func TestProduceKeepsKeyPartition(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	b, err := New(brokers, &Options{CreateTopics: true, Partitions: 3, ReplicationFactor: 1})
 	if err != nil {
@@ -94,14 +97,22 @@ func TestProduceOneKeepsKeyPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.produced.Store(0)
-	var batch []*broker.Message
+	var together, written, unkeyed []*broker.Message
 	for _, k := range keys {
 		if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Key: k, Body: []byte("alone")}}); err != nil {
 			t.Fatal(err)
 		}
-		batch = append(batch, &broker.Message{ID: broker.NewID(), Key: k, Body: []byte("batched")})
+		together = append(together, &broker.Message{ID: broker.NewID(), Key: k, Body: []byte("together")})
+		written = append(written, &broker.Message{ID: broker.NewID(), Key: k, Body: []byte("writer")})
+		unkeyed = append(unkeyed, &broker.Message{ID: broker.NewID(), Body: []byte("unkeyed")})
 	}
-	if err := s.Send(ctx, topic, batch); err != nil {
+	if err := s.Send(ctx, topic, together); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(ctx, topic, unkeyed); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.write(ctx, s.batching, topic, new(records).fill(topic, written, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	// Right after the topic was created, a partition may not have its
@@ -109,9 +120,10 @@ func TestProduceOneKeepsKeyPartition(t *testing.T) {
 	// lone Writer, which retries, and lands where the balancer says all the
 	// same.
 	if produced := s.produced.Load(); produced == 0 {
-		t.Fatalf("produceOne wrote none of the %d lone messages", len(keys))
+		t.Fatalf("produce wrote none of the %d messages sent", 3*len(keys))
 	}
 	got := map[string]map[string]int{} // key -> body -> partition
+	unkeyedOn := map[int]int{}
 	for p := range 3 {
 		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
 		end, err := r.ReadLag(ctx)
@@ -123,6 +135,10 @@ func TestProduceOneKeepsKeyPartition(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if len(m.Key) == 0 {
+				unkeyedOn[m.Partition]++
+				continue
+			}
 			if got[string(m.Key)] == nil {
 				got[string(m.Key)] = map[string]int{}
 			}
@@ -133,22 +149,25 @@ func TestProduceOneKeepsKeyPartition(t *testing.T) {
 	spread := map[int]bool{}
 	for _, k := range keys {
 		want := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(k)}, 0, 1, 2)
-		alone, ok1 := got[k]["alone"]
-		batched, ok2 := got[k]["batched"]
-		if !ok1 || !ok2 || alone != want || batched != want {
-			t.Errorf("key %q: alone on partition %d (found %v), batched on %d (found %v); want both on %d", k, alone, ok1, batched, ok2, want)
+		for _, how := range []string{"alone", "together", "writer"} {
+			if p, ok := got[k][how]; !ok || p != want {
+				t.Errorf("key %q %s: on partition %d (found: %v), want %d", k, how, p, ok, want)
+			}
 		}
 		spread[want] = true
 	}
 	if len(spread) < 2 {
 		t.Fatalf("the keys all hash to one partition (%v): the test shows nothing", spread)
 	}
+	if len(unkeyedOn) != 1 && s.produced.Load() == int64(4*len(keys)) {
+		t.Errorf("the unkeyed messages of one Send, all produced directly, landed on partitions %v, want one", unkeyedOn)
+	}
 }
 
-// produceOne sends with the publisher's acks and compression, and the record
+// produce sends with the publisher's acks and compression, and the record
 // it writes is the one a Writer would: key, value, the ID header and the
 // message's headers.
-func TestProduceOneSettings(t *testing.T) {
+func TestProduceSettings(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	for _, tc := range []struct {
 		acks        Acks
@@ -178,7 +197,7 @@ func TestProduceOneSettings(t *testing.T) {
 				t.Fatal(err)
 			}
 			if n := s.produced.Load(); n != 1 {
-				t.Fatalf("produceOne wrote %d messages, want 1", n)
+				t.Fatalf("produce wrote %d messages, want 1", n)
 			}
 			r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
 			defer r.Close()
@@ -198,6 +217,107 @@ func TestProduceOneSettings(t *testing.T) {
 					t.Fatalf("record: key %q, value %q, headers %v; want k, body, %s=%s and h=v", km.Key, km.Value, h, HeaderID, m.ID)
 				}
 				return
+			}
+		})
+	}
+}
+
+// A Send larger than one request may carry goes in several requests per
+// partition, each within Options.MaxMessageSize and Options.BatchSize, in
+// order: every message arrives, a key's messages in the order sent.
+func TestProduceSplitsLargeSends(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	for _, tc := range []struct {
+		name     string
+		opts     Options
+		bodySize int
+		requests func(perPartition []*broker.Message) int // the fewest requests for one partition's messages
+	}{
+		{"bytes", Options{MaxMessageSize: 16 << 10}, 1 << 10, func(ms []*broker.Message) int {
+			size := 0
+			for _, m := range ms {
+				size += recordSize(m)
+			}
+			return (size + (16<<10 - batchOverhead) - 1) / (16<<10 - batchOverhead)
+		}},
+		{"count", Options{BatchSize: 7}, 10, func(ms []*broker.Message) int { return (len(ms) + 6) / 7 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.opts
+			o.CreateTopics, o.Partitions, o.ReplicationFactor = true, 2, 1
+			b, err := New(brokers, &o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newSender(b.a)
+			defer s.Close()
+			topic := conformance.RandomName("split")
+			t.Cleanup(func() {
+				c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+				_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			// (See TestSenderLoneAndBatching.)
+			warm := []*broker.Message{{ID: broker.NewID(), Key: "a", Body: []byte("warm-up")}, {ID: broker.NewID(), Key: "b", Body: []byte("warm-up")}}
+			if err := s.Send(ctx, topic, warm); err != nil {
+				t.Fatal(err)
+			}
+			s.produced.Store(0)
+			s.requests.Store(0)
+			const n = 100
+			msgs := make([]*broker.Message, n)
+			for i := range msgs {
+				body := bytes.Repeat([]byte{'x'}, tc.bodySize)
+				copy(body, fmt.Sprintf("%03d", i))
+				msgs[i] = &broker.Message{ID: broker.NewID(), Key: []string{"a", "b"}[i%2], Body: body}
+			}
+			if err := s.Send(ctx, topic, msgs); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.produced.Load(); got != n {
+				t.Fatalf("produce wrote %d of %d messages", got, n)
+			}
+			byPartition := map[int][]*broker.Message{}
+			for _, m := range msgs {
+				p := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(m.Key)}, 0, 1)
+				byPartition[p] = append(byPartition[p], m)
+			}
+			want := 0
+			for _, ms := range byPartition {
+				want += tc.requests(ms)
+			}
+			if got := int(s.requests.Load()); got < want || (tc.name == "count" && got != want) {
+				t.Fatalf("produce made %d requests, want %d: one per full batch", got, want)
+			}
+			seen := map[string][]string{}
+			total := 0
+			for p := range 2 {
+				r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
+				lag, err := r.ReadLag(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for range lag {
+					m, err := r.ReadMessage(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if string(m.Value) == "warm-up" {
+						continue
+					}
+					seen[string(m.Key)] = append(seen[string(m.Key)], string(m.Value[:3]))
+					total++
+				}
+				_ = r.Close()
+			}
+			if total != n || len(seen["a"]) != n/2 {
+				t.Fatalf("read %d messages, %d of key a, want %d and %d", total, len(seen["a"]), n, n/2)
+			}
+			for k, order := range seen {
+				if !slices.IsSorted(order) {
+					t.Errorf("key %q arrived out of order: %v", k, order)
+				}
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package kafkabench
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -173,11 +174,31 @@ func rawBatchWithID(topic string, k int) []kafka.Message {
 }
 
 // BenchmarkPublish: 8 goroutines publishing 100-message batches, acks=all,
-// `messages` a round, each round on a new topic. "raw" writes bare 256-byte
-// records; "raw-id" writes the records the library writes (the same body plus
-// a 26-byte message id in a header). Reported: library/raw and raw-id/raw,
-// medians of the per-round ratios (run with -benchtime 1x).
+// `messages` a round, each round on a new topic, unkeyed. "raw" writes bare
+// 256-byte records through a Writer with the adapter's settings; "raw-id"
+// the records the library writes (the same body plus a 26-byte message id in
+// a header); "raw-id-sticky" the same through a Writer whose balancer keeps
+// unkeyed records on one partition for 500 records at a time (the Java
+// client's sticky partitioning; the library keeps a call's unkeyed messages
+// on one partition), to tell how much of the library's lead is that.
+// Reported: medians of the per-round ratios to raw (run with -benchtime 1x).
 func BenchmarkPublish(b *testing.B) {
+	benchmarkPublish(b, func(k int) string { return "" })
+}
+
+// BenchmarkPublishKeyed: BenchmarkPublish with every message keyed, 100
+// keys spread over the 3 partitions, so that each call touches every
+// partition: the library then makes one request per partition, and no
+// balancer can keep a call on one.
+func BenchmarkPublishKeyed(b *testing.B) {
+	keys := make([]string, 100)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%d", i)
+	}
+	benchmarkPublish(b, func(k int) string { return keys[k%len(keys)] })
+}
+
+func benchmarkPublish(b *testing.B, key func(int) string) {
 	e := setup(b)
 	// timed publishes a round to a new topic, with a publisher made for it
 	// (a raw Writer's transport would not know the topic yet).
@@ -189,26 +210,66 @@ func BenchmarkPublish(b *testing.B) {
 		publishN(b, messages, func(ctx context.Context, k int) error { return send(ctx, topic, k) })
 		return messages / time.Since(start).Seconds()
 	}
-	raw := func(records func(topic string, k int) []kafka.Message) func(b *testing.B) float64 {
+	keyed := func(ms []kafka.Message) []kafka.Message {
+		for i := range ms {
+			if k := key(i); k != "" {
+				ms[i].Key = []byte(k)
+			}
+		}
+		return ms
+	}
+	raw := func(records func(topic string, k int) []kafka.Message, balancer kafka.Balancer) func(b *testing.B) float64 {
 		return func(b *testing.B) float64 {
 			return timed(b, func() (func(context.Context, string, int) error, func() error) {
 				w := e.rawWriter()
+				if balancer != nil {
+					w.Balancer = balancer
+				}
 				return func(ctx context.Context, topic string, k int) error {
-					return w.WriteMessages(ctx, records(topic, k)...)
+					return w.WriteMessages(ctx, keyed(records(topic, k))...)
 				}, w.Close
 			})
 		}
 	}
 	sidebyside.Compare(b, rounds,
-		sidebyside.Case{Name: "raw", Run: raw(rawBatch)},
+		sidebyside.Case{Name: "raw", Run: raw(rawBatch, nil)},
 		sidebyside.Case{Name: "library", Run: func(b *testing.B) float64 {
 			return timed(b, func() (func(context.Context, string, int) error, func() error) {
 				p := e.kb.NewPublisher()
-				return func(ctx context.Context, topic string, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) }, p.Close
+				return func(ctx context.Context, topic string, k int) error {
+					ms := libraryBatch(k)
+					for i, m := range ms {
+						m.Key = key(i)
+					}
+					return p.Publish(ctx, topic, ms...)
+				}, p.Close
 			})
 		}},
-		sidebyside.Case{Name: "raw-id", Run: raw(rawBatchWithID)},
+		sidebyside.Case{Name: "raw-id", Run: raw(rawBatchWithID, nil)},
+		sidebyside.Case{Name: "raw-id-sticky", Run: raw(rawBatchWithID, &stickyBalancer{run: kafkabroker.DefaultBatchSize})},
 	)
+}
+
+// stickyBalancer sends keyed records where kafka.Murmur2Balancer does, and
+// unkeyed ones to one partition, picked at random, for `run` records at a
+// time.
+type stickyBalancer struct {
+	run     int
+	mu      sync.Mutex
+	n, part int
+}
+
+func (s *stickyBalancer) Balance(m kafka.Message, partitions ...int) int {
+	if len(m.Key) > 0 {
+		return (&kafka.Murmur2Balancer{}).Balance(m, partitions...)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n%s.run == 0 {
+		s.part = partitions[rand.IntN(len(partitions))]
+	}
+	s.n++
+	return s.part
 }
 
 // BenchmarkPublishOne: one message per synchronous call, one at a time: the

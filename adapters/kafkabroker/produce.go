@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	produceapi "github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/brokerkit/broker"
 )
@@ -40,25 +44,24 @@ const (
 // topic's partitions as the transport's metadata cache lists them, so that a
 // key keeps its partition whichever path its messages take. Unkeyed records
 // of one Send all go to one partition, picked at random for each Send (the
-// Java client's sticky partitioning, at the grain of a Send): one request
-// instead of one per partition. A partition's records go in requests of up
-// to perBatch records and limit bytes, one after another, so a key's order
-// holds; the partitions of a Send are written at once.
+// Java client's sticky partitioning, at the grain of a Send). The records
+// for the partitions one broker leads go in one request to it, the brokers'
+// requests at once; a partition's records go in batches of up to perBatch
+// records and limit bytes, a batch per request, one request after another,
+// so a key's order holds.
 func (s *sender) produce(ctx context.Context, topic string, msgs []*broker.Message, km []kafka.Message) (failed []int, err error) {
 	if len(km) == 0 {
 		return nil, nil
 	}
-	all := func() []int {
-		idx := make([]int, len(km))
-		for i := range idx {
-			idx[i] = i
-		}
-		return idx
-	}
-	n, err := s.partitions(ctx, topic)
+	leaders, err := s.leaders(ctx, topic)
 	if err != nil {
-		return all(), err
+		failed = make([]int, len(km))
+		for i := range failed {
+			failed[i] = i
+		}
+		return failed, err
 	}
+	n := len(leaders)
 	byPartition := make([][]int, n)
 	var ids []int // partition numbers, for the balancer
 	unkeyed := -1
@@ -79,12 +82,18 @@ func (s *sender) produce(ctx context.Context, topic string, msgs []*broker.Messa
 		}
 		byPartition[p] = append(byPartition[p], i)
 	}
+	byLeader := map[int][]int{} // leader -> partitions with records
+	for p, idx := range byPartition {
+		if len(idx) > 0 {
+			byLeader[leaders[p]] = append(byLeader[leaders[p]], p)
+		}
+	}
 	var (
 		wg sync.WaitGroup
 		mu sync.Mutex
 	)
-	run := func(p int, idx []int) {
-		f, e := s.producePartition(ctx, topic, p, msgs, km, idx)
+	run := func(parts []int) {
+		f, e := s.produceTo(ctx, topic, parts, byPartition, msgs, km)
 		if len(f) == 0 {
 			return
 		}
@@ -95,84 +104,154 @@ func (s *sender) produce(ctx context.Context, topic string, msgs []*broker.Messa
 		}
 		mu.Unlock()
 	}
-	last := -1
-	for p, idx := range byPartition {
-		if len(idx) == 0 {
+	var last []int
+	for _, parts := range byLeader {
+		if last != nil {
+			wg.Go(func() { run(parts) })
 			continue
 		}
-		if last >= 0 {
-			q := last
-			wg.Go(func() { run(q, byPartition[q]) })
-		}
-		last = p
+		last = parts
 	}
-	run(last, byPartition[last]) // the last (often the only) one on this goroutine
+	run(last) // one leader's on this goroutine: often the only one
 	wg.Wait()
 	slices.Sort(failed)
 	return failed, err
 }
 
-// partitions is how many partitions topic has, from the transport's metadata
-// cache (no round trip): kafka.UnknownTopicOrPartition when the cache does not
-// know the topic, which the Writer's fallback then refreshes.
-func (s *sender) partitions(ctx context.Context, topic string) (int, error) {
+// leaders lists the leader of each of topic's partitions, from the
+// transport's metadata cache (no round trip): kafka.UnknownTopicOrPartition
+// when the cache does not know the topic, which the Writer's fallback then
+// refreshes.
+func (s *sender) leaders(ctx context.Context, topic string) ([]int, error) {
 	md, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, t := range md.Topics {
-		if t.Name == topic {
-			if t.Error != nil {
-				return 0, t.Error
+		if t.Name != topic {
+			continue
+		}
+		if t.Error != nil {
+			return nil, t.Error
+		}
+		leaders := make([]int, len(t.Partitions))
+		for _, p := range t.Partitions {
+			if p.ID < 0 || p.ID >= len(leaders) {
+				return nil, fmt.Errorf("partition %d of %d in the metadata: %w", p.ID, len(leaders), kafka.UnknownTopicOrPartition)
 			}
-			if len(t.Partitions) > 0 {
-				return len(t.Partitions), nil
-			}
+			leaders[p.ID] = p.Leader.ID
+		}
+		if len(leaders) > 0 {
+			return leaders, nil
 		}
 	}
-	return 0, kafka.UnknownTopicOrPartition
+	return nil, kafka.UnknownTopicOrPartition
 }
 
-// producePartition writes the records km[idx] to partition p, in requests of
-// up to perBatch records and limit bytes, and returns the indices from the
-// first request that failed on, with its error.
-func (s *sender) producePartition(ctx context.Context, topic string, p int, msgs []*broker.Message, km []kafka.Message, idx []int) ([]int, error) {
-	rr := &recordReader{km: km}
-	for start := 0; start < len(idx); {
-		end, size := start, batchOverhead
-		for end < len(idx) && end-start < s.perBatch {
-			n := recordSize(msgs[idx[end]])
-			if end > start && size+n > s.limit {
-				break
-			}
-			size += n
-			end++
+// produceTo writes the records of the partitions parts, which one broker
+// leads, in requests to it: each carries the next batch of every partition
+// that has records left, of up to perBatch records and limit bytes. A
+// partition whose batch failed stops there: produceTo returns the indices
+// from that batch on, with the first error.
+func (s *sender) produceTo(ctx context.Context, topic string, parts []int, byPartition [][]int, msgs []*broker.Message, km []kafka.Message) (failed []int, err error) {
+	next := make([]int, len(parts)) // how many of each partition's records are written
+	ends := make([]int, len(parts)) // the end of each partition's batch in the request
+	stopped := make([]bool, len(parts))
+	readers := make([]recordReader, len(parts))
+	attributes := protocol.Attributes(s.lone.Compression) & 0x7
+	for {
+		req := &produceapi.Request{
+			Acks:    int16(s.lone.RequiredAcks),
+			Timeout: int32(s.a.opts.WriteTimeout / time.Millisecond),
+			Topics:  []produceapi.RequestTopic{{Topic: topic}},
 		}
-		rr.idx, rr.next = idx[start:end], 0
+		for j, p := range parts {
+			idx := byPartition[p]
+			start := next[j]
+			if stopped[j] || start >= len(idx) {
+				continue
+			}
+			end, size := start, batchOverhead
+			for end < len(idx) && end-start < s.perBatch {
+				n := recordSize(msgs[idx[end]])
+				if end > start && size+n > s.limit {
+					break
+				}
+				size += n
+				end++
+			}
+			ends[j] = end
+			readers[j] = recordReader{km: km, idx: idx[start:end]}
+			req.Topics[0].Partitions = append(req.Topics[0].Partitions, produceapi.RequestPartition{
+				Partition: int32(p),
+				RecordSet: protocol.RecordSet{Attributes: attributes, Records: &readers[j]},
+			})
+		}
+		if len(req.Topics[0].Partitions) == 0 {
+			return failed, err
+		}
 		s.requests.Add(1)
-		res, err := s.client.Produce(ctx, &kafka.ProduceRequest{
-			Topic:        topic,
-			Partition:    p,
-			RequiredAcks: s.lone.RequiredAcks,
-			Compression:  s.lone.Compression,
-			Records:      rr,
-		})
-		if err == nil && res != nil { // res is nil under acks=none: no response to wait for
-			err = res.Error
-			for _, e := range res.RecordErrors {
+		errs, rerr := s.roundTrip(ctx, req)
+		for j, p := range parts {
+			if stopped[j] || next[j] >= len(byPartition[p]) {
+				continue
+			}
+			e := rerr
+			if e == nil {
+				e = errs[p]
+			}
+			if e != nil {
+				stopped[j] = true
+				failed = append(failed, byPartition[p][next[j]:]...)
 				if err == nil {
 					err = e
 				}
+				continue
+			}
+			s.produced.Add(int64(ends[j] - next[j]))
+			next[j] = ends[j]
+		}
+	}
+}
+
+// roundTrip sends req and returns the error of each partition that reported
+// one (a partition missing from the response counts as failed), or the error
+// of the whole request.
+func (s *sender) roundTrip(ctx context.Context, req *produceapi.Request) (map[int]error, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.a.opts.WriteTimeout)
+	defer cancel()
+	m, err := s.a.transport.RoundTrip(ctx, s.a.addr, req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Acks == 0 {
+		return nil, nil // acks=none: no response to wait for
+	}
+	res, ok := m.(*produceapi.Response)
+	if !ok {
+		return nil, fmt.Errorf("produce: a response of type %T", m)
+	}
+	errs := map[int]error{}
+	for _, p := range req.Topics[0].Partitions {
+		errs[int(p.Partition)] = errNoResponse
+	}
+	for _, t := range res.Topics {
+		for _, p := range t.Partitions {
+			switch {
+			case p.ErrorCode != 0:
+				errs[int(p.Partition)] = kafka.Error(p.ErrorCode)
+			case len(p.RecordErrors) > 0:
+				errs[int(p.Partition)] = fmt.Errorf("produce: record %d: %s", p.RecordErrors[0].BatchIndex, p.RecordErrors[0].BatchIndexErrorMessage)
+			default:
+				delete(errs, int(p.Partition))
 			}
 		}
-		if err != nil {
-			return idx[start:], err
-		}
-		s.produced.Add(int64(end - start))
-		start = end
 	}
-	return nil, nil
+	return errs, nil
 }
+
+// errNoResponse is the error of a partition that a produce response left out.
+var errNoResponse = errors.New("produce: no response for the partition")
 
 // fallback writes the records of km that produce did not write (failed,
 // because of cause) through the lone Writer, with its retries, and returns

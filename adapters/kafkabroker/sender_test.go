@@ -20,26 +20,7 @@ import (
 // Sends are in flight, some go through the batching Writer and share its
 // batches.
 func TestSenderLoneAndBatching(t *testing.T) {
-	b, err := New(testenv.KafkaBrokers(t), &Options{CreateTopics: true, Partitions: 1, ReplicationFactor: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSender(b.a)
-	defer s.Close()
-	topic := conformance.RandomName("lone")
-	t.Cleanup(func() {
-		c := &kafka.Client{Addr: kafka.TCP(testenv.KafkaBrokers(t)...), Transport: &kafka.Transport{}}
-		_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	// The first Send to a new topic may find it missing from the transport's
-	// metadata cache, and go through the lone Writer, which refreshes it.
-	if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("warm-up")}}); err != nil {
-		t.Fatal(err)
-	}
-	s.produced.Store(0)
-	_, _ = s.lone.Stats(), s.batching.Stats() // Stats resets the counts
+	s, topic, ctx := warmSender(t, Options{}, 1)
 	for range 3 {
 		if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("x")}}); err != nil {
 			t.Fatal(err)
@@ -77,26 +58,8 @@ func TestSenderLoneAndBatching(t *testing.T) {
 // the murmur2 balancer picks, as the Java client's default partitioner would.
 // The unkeyed messages of one Send share one partition.
 func TestProduceKeepsKeyPartition(t *testing.T) {
-	brokers := testenv.KafkaBrokers(t)
-	b, err := New(brokers, &Options{CreateTopics: true, Partitions: 3, ReplicationFactor: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSender(b.a)
-	defer s.Close()
-	topic := conformance.RandomName("key-partition")
-	t.Cleanup(func() {
-		c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
-		_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	s, topic, ctx := warmSender(t, Options{}, 3, "warm-up")
 	keys := []string{"k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"}
-	// (See TestSenderLoneAndBatching.)
-	if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Key: "warm-up", Body: []byte("warm-up")}}); err != nil {
-		t.Fatal(err)
-	}
-	s.produced.Store(0)
 	var together, written, unkeyed []*broker.Message
 	for _, k := range keys {
 		if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Key: k, Body: []byte("alone")}}); err != nil {
@@ -124,27 +87,15 @@ func TestProduceKeepsKeyPartition(t *testing.T) {
 	}
 	got := map[string]map[string]int{} // key -> body -> partition
 	unkeyedOn := map[int]int{}
-	for p := range 3 {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
-		end, err := r.ReadLag(ctx)
-		if err != nil {
-			t.Fatal(err)
+	for _, m := range readTopic(t, ctx, topic, 3) {
+		if len(m.Key) == 0 {
+			unkeyedOn[m.Partition]++
+			continue
 		}
-		for range end {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(m.Key) == 0 {
-				unkeyedOn[m.Partition]++
-				continue
-			}
-			if got[string(m.Key)] == nil {
-				got[string(m.Key)] = map[string]int{}
-			}
-			got[string(m.Key)][string(m.Value)] = m.Partition
+		if got[string(m.Key)] == nil {
+			got[string(m.Key)] = map[string]int{}
 		}
-		_ = r.Close()
+		got[string(m.Key)][string(m.Value)] = m.Partition
 	}
 	spread := map[int]bool{}
 	for _, k := range keys {
@@ -174,24 +125,7 @@ func TestProduceSettings(t *testing.T) {
 		compression kafka.Compression
 	}{{AcksNone, 0}, {AcksLeader, kafka.Zstd}, {AcksAll, kafka.Snappy}} {
 		t.Run(fmt.Sprintf("%v-%v", tc.acks, tc.compression), func(t *testing.T) {
-			b, err := New(brokers, &Options{CreateTopics: true, Partitions: 1, ReplicationFactor: 1, Acks: tc.acks, Compression: tc.compression})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := newSender(b.a)
-			defer s.Close()
-			topic := conformance.RandomName("produce-one")
-			t.Cleanup(func() {
-				c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
-				_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
-			})
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			// (See TestSenderLoneAndBatching.)
-			if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("warm-up")}}); err != nil {
-				t.Fatal(err)
-			}
-			s.produced.Store(0)
+			s, topic, ctx := warmSender(t, Options{Acks: tc.acks, Compression: tc.compression}, 1)
 			m := &broker.Message{ID: broker.NewID(), Key: "k", Body: []byte("body"), Headers: map[string]string{"h": "v"}}
 			if err := s.Send(ctx, topic, []*broker.Message{m}); err != nil {
 				t.Fatal(err)
@@ -226,7 +160,6 @@ func TestProduceSettings(t *testing.T) {
 // partition, each within Options.MaxMessageSize and Options.BatchSize, in
 // order: every message arrives, a key's messages in the order sent.
 func TestProduceSplitsLargeSends(t *testing.T) {
-	brokers := testenv.KafkaBrokers(t)
 	for _, tc := range []struct {
 		name     string
 		opts     Options
@@ -251,28 +184,7 @@ func TestProduceSplitsLargeSends(t *testing.T) {
 			}
 		}
 		t.Run(tc.name, func(t *testing.T) {
-			o := tc.opts
-			o.CreateTopics, o.Partitions, o.ReplicationFactor = true, 2, 1
-			b, err := New(brokers, &o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := newSender(b.a)
-			defer s.Close()
-			topic := conformance.RandomName("split")
-			t.Cleanup(func() {
-				c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
-				_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
-			})
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			// (See TestSenderLoneAndBatching.)
-			warm := []*broker.Message{{ID: broker.NewID(), Key: keys[0], Body: []byte("warm-up")}, {ID: broker.NewID(), Key: keys[1], Body: []byte("warm-up")}}
-			if err := s.Send(ctx, topic, warm); err != nil {
-				t.Fatal(err)
-			}
-			s.produced.Store(0)
-			s.requests.Store(0)
+			s, topic, ctx := warmSender(t, tc.opts, 2, keys...)
 			const n = 100
 			msgs := make([]*broker.Message, n)
 			for i := range msgs {
@@ -302,24 +214,9 @@ func TestProduceSplitsLargeSends(t *testing.T) {
 			}
 			seen := map[string][]string{}
 			total := 0
-			for p := range 2 {
-				r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
-				lag, err := r.ReadLag(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for range lag {
-					m, err := r.ReadMessage(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if string(m.Value) == "warm-up" {
-						continue
-					}
-					seen[string(m.Key)] = append(seen[string(m.Key)], string(m.Value[:3]))
-					total++
-				}
-				_ = r.Close()
+			for _, m := range readTopic(t, ctx, topic, 2) {
+				seen[string(m.Key)] = append(seen[string(m.Key)], string(m.Value[:3]))
+				total++
 			}
 			if total != n || len(seen[keys[0]]) != n/2 {
 				t.Fatalf("read %d messages, %d of key %s, want %d and %d", total, len(seen[keys[0]]), keys[0], n, n/2)
@@ -331,4 +228,69 @@ func TestProduceSplitsLargeSends(t *testing.T) {
 			}
 		})
 	}
+}
+
+// warmSender returns a sender of a broker with opts, which creates topics of
+// `partitions` partitions, a new topic, and a context for the test. It has
+// sent the topic one "warm-up" message for each of warmKeys (one unkeyed
+// without any), and then zeroed its counts: the first Sends to a new topic
+// may find it missing from the transport's metadata cache, or a partition
+// without its leader yet, and go on through the lone Writer, which refreshes
+// the cache and retries.
+func warmSender(t *testing.T, opts Options, partitions int, warmKeys ...string) (*sender, string, context.Context) {
+	t.Helper()
+	brokers := testenv.KafkaBrokers(t)
+	opts.CreateTopics, opts.Partitions, opts.ReplicationFactor = true, partitions, 1
+	b, err := New(brokers, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSender(b.a)
+	t.Cleanup(func() { _ = s.Close() })
+	topic := conformance.RandomName("sender")
+	t.Cleanup(func() {
+		c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+		_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	if len(warmKeys) == 0 {
+		warmKeys = []string{""}
+	}
+	var warm []*broker.Message
+	for _, k := range warmKeys {
+		warm = append(warm, &broker.Message{ID: broker.NewID(), Key: k, Body: []byte("warm-up")})
+	}
+	if err := s.Send(ctx, topic, warm); err != nil {
+		t.Fatal(err)
+	}
+	s.produced.Store(0)
+	s.requests.Store(0)
+	_, _ = s.lone.Stats(), s.batching.Stats() // Stats resets the counts
+	return s, topic, ctx
+}
+
+// readTopic returns what the partitions of topic hold, the warm-up messages
+// of warmSender left out.
+func readTopic(t *testing.T, ctx context.Context, topic string, partitions int) []kafka.Message {
+	t.Helper()
+	var ms []kafka.Message
+	for p := range partitions {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: testenv.KafkaBrokers(t), Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
+		lag, err := r.ReadLag(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range lag {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(m.Value) != "warm-up" {
+				ms = append(ms, m)
+			}
+		}
+		_ = r.Close()
+	}
+	return ms
 }

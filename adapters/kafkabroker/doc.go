@@ -39,8 +39,10 @@
 // the partition the murmur2 hash of its key picks, as the Java client's
 // default partitioner does, so Java and Go producers agree on a key's
 // partition. The unkeyed messages of one Publish call go to one partition,
-// picked at random for each call (the Java client's sticky partitioning, at
-// the grain of a call): a call of unkeyed messages is one request.
+// picked at random for each call, batch_size messages at a time, the next
+// batch_size to the next partition (the Java client's sticky partitioning):
+// a call of unkeyed messages is one request, and a large one is still spread
+// over the partitions.
 //
 // A Publish is sent at once, as one Produce request per partition it
 // touches (more for a call larger than max_message_size or batch_size), on

@@ -43,8 +43,10 @@ const (
 // a keyed record to the partition the murmur2 balancer picks among the
 // topic's partitions as the transport's metadata cache lists them, so that a
 // key keeps its partition whichever path its messages take. Unkeyed records
-// of one Send all go to one partition, picked at random for each Send (the
-// Java client's sticky partitioning, at the grain of a Send). The records
+// of one Send go to one partition, picked at random for each Send, in runs
+// of perBatch, the next run to the next partition (the Java client's sticky
+// partitioning: one request for a Send of unkeyed messages, and a large Send
+// still spread over the partitions, so over the group's members). The records
 // for the partitions one broker leads go in one request to it, the brokers'
 // requests at once; a partition's records go in batches of up to perBatch
 // records and limit bytes, a batch per request, one request after another,
@@ -64,11 +66,10 @@ func (s *sender) produce(ctx context.Context, topic string, msgs []*broker.Messa
 	n := len(leaders)
 	byPartition := make([][]int, n)
 	var ids []int // partition numbers, for the balancer
-	unkeyed := -1
+	unkeyed, inRun := rand.IntN(n), 0
 	for i := range km {
-		p := unkeyed
-		switch {
-		case len(km[i].Key) > 0:
+		var p int
+		if len(km[i].Key) > 0 {
 			if ids == nil {
 				ids = make([]int, n)
 				for j := range ids {
@@ -76,9 +77,12 @@ func (s *sender) produce(ctx context.Context, topic string, msgs []*broker.Messa
 				}
 			}
 			p = s.balancer.Balance(km[i], ids...)
-		case p < 0:
-			unkeyed = rand.IntN(n)
+		} else {
+			if inRun == s.perBatch { // a full batch: the next partition takes the next
+				unkeyed, inRun = (unkeyed+1)%n, 0
+			}
 			p = unkeyed
+			inRun++
 		}
 		byPartition[p] = append(byPartition[p], i)
 	}

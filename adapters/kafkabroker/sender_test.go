@@ -230,6 +230,30 @@ func TestProduceSplitsLargeSends(t *testing.T) {
 	}
 }
 
+// A Send of more unkeyed messages than a batch holds is spread over the
+// partitions a batch at a time, so that a large Send still reaches every
+// member of a group.
+func TestProduceSpreadsLargeUnkeyedSends(t *testing.T) {
+	s, topic, ctx := warmSender(t, Options{BatchSize: 5}, 3, "warm-up")
+	var msgs []*broker.Message
+	for range 30 {
+		msgs = append(msgs, &broker.Message{ID: broker.NewID(), Body: []byte("unkeyed")})
+	}
+	if err := s.Send(ctx, topic, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.produced.Load(); n != 30 {
+		t.Fatalf("produce wrote %d of 30 messages", n)
+	}
+	on := map[int]int{}
+	for _, m := range readTopic(t, ctx, topic, 3) {
+		on[m.Partition]++
+	}
+	if on[0] != 10 || on[1] != 10 || on[2] != 10 {
+		t.Fatalf("30 unkeyed messages in batches of 5 landed %v, want 10 on each of 3 partitions", on)
+	}
+}
+
 // warmSender returns a sender of a broker with opts, which creates topics of
 // `partitions` partitions, a new topic, and a context for the test. It has
 // sent the topic one "warm-up" message for each of warmKeys (one unkeyed

@@ -13,6 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
+	metadataapi "github.com/segmentio/kafka-go/protocol/metadata"
 	produceapi "github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/brokerkit/broker"
@@ -123,27 +124,32 @@ func (s *sender) produce(ctx context.Context, topic string, msgs []*broker.Messa
 }
 
 // leaders lists the leader of each of topic's partitions, from the
-// transport's metadata cache (no round trip): kafka.UnknownTopicOrPartition
-// when the cache does not know the topic, which the Writer's fallback then
-// refreshes.
+// transport's metadata cache (no round trip; the protocol response as is,
+// not kafka.Client.Metadata's conversion of every broker and replica list):
+// kafka.UnknownTopicOrPartition when the cache does not know the topic,
+// which the fallback Writer then refreshes.
 func (s *sender) leaders(ctx context.Context, topic string) ([]int, error) {
-	md, err := s.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	m, err := s.a.transport.RoundTrip(ctx, s.a.addr, &metadataapi.Request{TopicNames: []string{topic}})
 	if err != nil {
 		return nil, err
 	}
-	for _, t := range md.Topics {
+	res, ok := m.(*metadataapi.Response)
+	if !ok {
+		return nil, fmt.Errorf("metadata: a response of type %T", m)
+	}
+	for _, t := range res.Topics {
 		if t.Name != topic {
 			continue
 		}
-		if t.Error != nil {
-			return nil, t.Error
+		if t.ErrorCode != 0 {
+			return nil, kafka.Error(t.ErrorCode)
 		}
 		leaders := make([]int, len(t.Partitions))
 		for _, p := range t.Partitions {
-			if p.ID < 0 || p.ID >= len(leaders) {
-				return nil, fmt.Errorf("partition %d of %d in the metadata: %w", p.ID, len(leaders), kafka.UnknownTopicOrPartition)
+			if p.PartitionIndex < 0 || int(p.PartitionIndex) >= len(leaders) {
+				return nil, fmt.Errorf("partition %d of %d in the metadata: %w", p.PartitionIndex, len(leaders), kafka.UnknownTopicOrPartition)
 			}
-			leaders[p.ID] = p.Leader.ID
+			leaders[p.PartitionIndex] = int(p.LeaderID)
 		}
 		if len(leaders) > 0 {
 			return leaders, nil
@@ -162,10 +168,10 @@ func (s *sender) produceTo(ctx context.Context, topic string, parts []int, byPar
 	ends := make([]int, len(parts)) // the end of each partition's batch in the request
 	stopped := make([]bool, len(parts))
 	readers := make([]recordReader, len(parts))
-	attributes := protocol.Attributes(s.lone.Compression) & 0x7
+	attributes := protocol.Attributes(s.a.opts.Compression) & 0x7
 	for {
 		req := &produceapi.Request{
-			Acks:    int16(s.lone.RequiredAcks),
+			Acks:    int16(s.a.opts.Acks.required()),
 			Timeout: int32(s.a.opts.WriteTimeout / time.Millisecond),
 			Topics:  []produceapi.RequestTopic{{Topic: topic}},
 		}
@@ -258,7 +264,7 @@ func (s *sender) roundTrip(ctx context.Context, req *produceapi.Request) (map[in
 var errNoResponse = errors.New("produce: no response for the partition")
 
 // fallback writes the records of km that produce did not write (failed,
-// because of cause) through the lone Writer, with its retries, and returns
+// because of cause) through the unbatched Writer, with its retries, and returns
 // the Send's error: nil when they all went, else kafka.WriteErrors over all
 // of km (nil for those written) or, when none went, one error.
 func (s *sender) fallback(ctx context.Context, topic string, km []kafka.Message, failed []int, cause error) error {
@@ -269,7 +275,7 @@ func (s *sender) fallback(ctx context.Context, topic string, km []kafka.Message,
 		for j, i := range failed {
 			rest[j] = km[i]
 		}
-		if err = s.write(ctx, s.lone, topic, rest); err == nil {
+		if err = s.write(ctx, s.unbatched, topic, rest); err == nil {
 			return nil
 		}
 		if !errors.As(err, &we) || len(we) != len(rest) {

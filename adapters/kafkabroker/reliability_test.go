@@ -124,7 +124,7 @@ func TestReliabilityKafkaRestart(t *testing.T) {
 		}
 		if n/batchSize%4 == 3 {
 			// Every fourth batch goes one message per Publish, so that the
-			// lone path (one Produce request, the Writer after a failure)
+			// one-message path (one Produce request, the Writer after a failure)
 			// meets the outage too.
 			for _, m := range batch {
 				publish(m)

@@ -74,35 +74,34 @@ func recordSize(m *broker.Message) int {
 // share, unless many Sends of few messages are in flight at once (see
 // directInFlight), which go through batching, a kafka-go Writer that waits
 // up to Options.BatchTimeout for other Sends to share a partition's batch.
-// What a direct Produce could not write goes on through lone, a Writer with
-// the same settings and no batch wait, so that retries, metadata refreshes
-// and error reporting are the Writer's.
+// What a direct Produce could not write goes on through unbatched, a Writer
+// with the same settings and no batch wait, so that retries, metadata
+// refreshes and error reporting are the Writer's.
 //
 // (A Writer waits out its batch timer even for a lone message, and a Go
 // timer under a millisecond takes about a millisecond in an idle process: a
-// lone publish took 1.3 ms through batching, 0.15 ms through lone, 0.12 ms
-// produced directly. A Writer also copies every message into a batch
+// lone publish took 1.3 ms through batching, 0.15 ms through unbatched,
+// 0.12 ms produced directly. A Writer also copies every message into a batch
 // preallocated for BatchSize messages, spreads unkeyed messages one by one
 // over the partitions and sends each partition's batch on its own
 // goroutine; a Send of 100 unkeyed messages produced directly is one request
 // to one partition.)
 type sender struct {
-	a        *admin
-	batching *kafka.Writer
-	lone     *kafka.Writer
-	client   *kafka.Client // produce's: the Writers' transport, Options.WriteTimeout
-	balancer kafka.Murmur2Balancer
-	active   atomic.Int64 // Sends in flight
-	produced atomic.Int64 // messages produce wrote (for tests)
-	requests atomic.Int64 // Produce requests produce made (for tests)
-	limit    int          // Options.MaxMessageSize
-	perBatch int          // Options.BatchSize: the most records of one direct Produce
-	records  sync.Pool    // of *records, reused by Sends
+	a         *admin
+	batching  *kafka.Writer
+	unbatched *kafka.Writer
+	balancer  kafka.Murmur2Balancer
+	active    atomic.Int64 // Sends in flight
+	produced  atomic.Int64 // messages produce wrote (for tests)
+	requests  atomic.Int64 // Produce requests produce made (for tests)
+	limit     int          // Options.MaxMessageSize
+	perBatch  int          // Options.BatchSize: the most records of one direct Produce
+	records   sync.Pool    // of *records, reused by Sends
 }
 
-// loneBatchTimeout is the batch timeout of sender.lone: as short as kafka-go
-// takes (zero would mean its default of 1 s).
-const loneBatchTimeout = time.Nanosecond
+// unbatchedTimeout is the batch timeout of sender.unbatched: as short as
+// kafka-go takes (zero would mean its default of 1 s).
+const unbatchedTimeout = time.Nanosecond
 
 var (
 	_ driver.Sender      = (*sender)(nil)
@@ -113,12 +112,11 @@ var (
 func newSender(a *admin) *sender {
 	o := a.opts
 	return &sender{
-		a:        a.retain(),
-		batching: newWriter(a, o.BatchTimeout),
-		lone:     newWriter(a, loneBatchTimeout),
-		client:   &kafka.Client{Addr: a.addr, Transport: a.transport, Timeout: o.WriteTimeout},
-		limit:    o.MaxMessageSize,
-		perBatch: o.BatchSize,
+		a:         a.retain(),
+		batching:  newWriter(a, o.BatchTimeout),
+		unbatched: newWriter(a, unbatchedTimeout),
+		limit:     o.MaxMessageSize,
+		perBatch:  o.BatchSize,
 	}
 }
 
@@ -326,7 +324,7 @@ func (rs *records) reset() {
 
 // Close flushes pending batches and releases the connections.
 func (s *sender) Close() error {
-	err := errors.Join(s.batching.Close(), s.lone.Close())
+	err := errors.Join(s.batching.Close(), s.unbatched.Close())
 	s.a.release()
 	return err
 }

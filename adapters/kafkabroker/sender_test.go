@@ -26,14 +26,14 @@ func TestSenderLoneAndBatching(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if produced, lone, batching := s.produced.Load(), s.lone.Stats().Messages, s.batching.Stats().Messages; produced != 3 || lone != 0 || batching != 0 {
-		t.Fatalf("three Sends of one message one after another: produce wrote %d, lone %d, batching %d; want 3, 0, 0", produced, lone, batching)
+	if produced, unbatched, batching := s.produced.Load(), s.unbatched.Stats().Messages, s.batching.Stats().Messages; produced != 3 || unbatched != 0 || batching != 0 {
+		t.Fatalf("three Sends of one message one after another: produce wrote %d, unbatched %d, batching %d; want 3, 0, 0", produced, unbatched, batching)
 	}
 	if err := s.Send(ctx, topic, []*broker.Message{{ID: broker.NewID(), Body: []byte("x")}, {ID: broker.NewID(), Body: []byte("x")}}); err != nil {
 		t.Fatal(err)
 	}
-	if produced, lone, batching := s.produced.Load(), s.lone.Stats().Messages, s.batching.Stats().Messages; produced != 5 || lone != 0 || batching != 0 {
-		t.Fatalf("then a Send of two messages: produce wrote %d, lone %d, batching %d; want 5, 0, 0", produced, lone, batching)
+	if produced, unbatched, batching := s.produced.Load(), s.unbatched.Stats().Messages, s.batching.Stats().Messages; produced != 5 || unbatched != 0 || batching != 0 {
+		t.Fatalf("then a Send of two messages: produce wrote %d, unbatched %d, batching %d; want 5, 0, 0", produced, unbatched, batching)
 	}
 	var wg sync.WaitGroup
 	for range 64 {
@@ -47,9 +47,9 @@ func TestSenderLoneAndBatching(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	produced, lone, batching := s.produced.Load()-5, s.lone.Stats().Messages, s.batching.Stats().Messages
-	if produced+lone+batching != 320 || batching == 0 {
-		t.Fatalf("64 concurrent senders of 5: produce wrote %d, lone %d, batching %d; want 320 in all, some of them batched (Stats resets at each call)", produced, lone, batching)
+	produced, unbatched, batching := s.produced.Load()-5, s.unbatched.Stats().Messages, s.batching.Stats().Messages
+	if produced+unbatched+batching != 320 || batching == 0 {
+		t.Fatalf("64 concurrent senders of 5: produce wrote %d, unbatched %d, batching %d; want 320 in all, some of them batched (Stats resets at each call)", produced, unbatched, batching)
 	}
 }
 
@@ -58,7 +58,7 @@ func TestSenderLoneAndBatching(t *testing.T) {
 // the murmur2 balancer picks, as the Java client's default partitioner would.
 // The unkeyed messages of one Send share one partition.
 func TestProduceKeepsKeyPartition(t *testing.T) {
-	s, topic, ctx := warmSender(t, Options{}, 3, "warm-up")
+	s, topic, ctx := warmSender(t, Options{}, 3)
 	keys := []string{"k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"}
 	var together, written, unkeyed []*broker.Message
 	for _, k := range keys {
@@ -80,7 +80,7 @@ func TestProduceKeepsKeyPartition(t *testing.T) {
 	}
 	// Right after the topic was created, a partition may not have its
 	// leader yet (NotLeaderForPartition): such a message goes on through the
-	// lone Writer, which retries, and lands where the balancer says all the
+	// unbatched Writer, which retries, and lands where the balancer says all the
 	// same.
 	if produced := s.produced.Load(); produced == 0 {
 		t.Fatalf("produce wrote none of the %d messages sent", 3*len(keys))
@@ -184,7 +184,7 @@ func TestProduceSplitsLargeSends(t *testing.T) {
 			}
 		}
 		t.Run(tc.name, func(t *testing.T) {
-			s, topic, ctx := warmSender(t, tc.opts, 2, keys...)
+			s, topic, ctx := warmSender(t, tc.opts, 2)
 			const n = 100
 			msgs := make([]*broker.Message, n)
 			for i := range msgs {
@@ -234,7 +234,7 @@ func TestProduceSplitsLargeSends(t *testing.T) {
 // partitions a batch at a time, so that a large Send still reaches every
 // member of a group.
 func TestProduceSpreadsLargeUnkeyedSends(t *testing.T) {
-	s, topic, ctx := warmSender(t, Options{BatchSize: 5}, 3, "warm-up")
+	s, topic, ctx := warmSender(t, Options{BatchSize: 5}, 3)
 	var msgs []*broker.Message
 	for range 30 {
 		msgs = append(msgs, &broker.Message{ID: broker.NewID(), Body: []byte("unkeyed")})
@@ -256,12 +256,12 @@ func TestProduceSpreadsLargeUnkeyedSends(t *testing.T) {
 
 // warmSender returns a sender of a broker with opts, which creates topics of
 // `partitions` partitions, a new topic, and a context for the test. It has
-// sent the topic one "warm-up" message for each of warmKeys (one unkeyed
-// without any), and then zeroed its counts: the first Sends to a new topic
-// may find it missing from the transport's metadata cache, or a partition
-// without its leader yet, and go on through the lone Writer, which refreshes
-// the cache and retries.
-func warmSender(t *testing.T, opts Options, partitions int, warmKeys ...string) (*sender, string, context.Context) {
+// sent every partition of the topic a "warm-up" message (keyed to land
+// there), and then zeroed its counts: the first Sends to a new topic may find
+// it missing from the transport's metadata cache, or a partition without its
+// leader yet, and go on through the unbatched Writer, which refreshes the
+// cache and retries until the partition takes the message.
+func warmSender(t *testing.T, opts Options, partitions int) (*sender, string, context.Context) {
 	t.Helper()
 	brokers := testenv.KafkaBrokers(t)
 	opts.CreateTopics, opts.Partitions, opts.ReplicationFactor = true, partitions, 1
@@ -278,19 +278,26 @@ func warmSender(t *testing.T, opts Options, partitions int, warmKeys ...string) 
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	if len(warmKeys) == 0 {
-		warmKeys = []string{""}
-	}
 	var warm []*broker.Message
-	for _, k := range warmKeys {
-		warm = append(warm, &broker.Message{ID: broker.NewID(), Key: k, Body: []byte("warm-up")})
+	ids := make([]int, partitions)
+	for i := range ids {
+		ids[i] = i
+	}
+	for p := range partitions {
+		for k := 0; ; k++ { // a key murmur2 puts on p
+			key := fmt.Sprint("warm-up-", k)
+			if (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(key)}, ids...) == p {
+				warm = append(warm, &broker.Message{ID: broker.NewID(), Key: key, Body: []byte("warm-up")})
+				break
+			}
+		}
 	}
 	if err := s.Send(ctx, topic, warm); err != nil {
 		t.Fatal(err)
 	}
 	s.produced.Store(0)
 	s.requests.Store(0)
-	_, _ = s.lone.Stats(), s.batching.Stats() // Stats resets the counts
+	_, _ = s.unbatched.Stats(), s.batching.Stats() // Stats resets the counts
 	return s, topic, ctx
 }
 

@@ -166,10 +166,16 @@ func (c *counter) endToEnd(b *testing.B, publish func(ctx context.Context, k int
 	})
 }
 
-// count consumes topic with c until ctx ends, counting into cnt with the
-// no-op handler.
-func count(ctx context.Context, c broker.Consumer, topic string, cnt *counter) {
-	_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
+// consumeEndToEnd consumes topic with c (closed after) into cnt with the
+// no-op handler while cnt.endToEnd times publish.
+func consumeEndToEnd(b *testing.B, c broker.Consumer, topic string, cnt *counter, publish func(ctx context.Context, k int) error) float64 {
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
+	}()
+	return cnt.endToEnd(b, publish)
 }
 
 func (c *counter) waitWarm(b *testing.B) { c.wait(b, c.warm, "the warm-up message") }

@@ -98,37 +98,27 @@ func watermillKafkaPublisher(b *testing.B, brokers []string) *wkafka.Publisher {
 //   - watermill: watermill-kafka's Publisher: a Sarama SyncProducer, which
 //     sends the messages of a Publish call one at a time, each waiting for
 //     its ack.
-func BenchmarkKafkaPublish(b *testing.B) {
-	e := kafkaSetup(b)
-	sidebyside.Compare(b, rounds,
-		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
-			topic := e.topic(b)
-			return publishAll(b, watermillPublish(watermillKafkaPublisher(b, e.brokers), topic))
-		}},
-		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
-			topic := e.topic(b)
-			p := e.kb.NewPublisher()
-			defer p.Close()
-			return publishAll(b, brokerkitPublish(p, topic))
-		}},
-	)
-}
+func BenchmarkKafkaPublish(b *testing.B) { kafkaPublish(b, publishAll) }
 
 // BenchmarkKafkaPublishOne: one message per Publish call, one call at a
 // time: the latency of a lone publish with acks=all (msgs/s is its
 // inverse). Same configurations as BenchmarkKafkaPublish.
-func BenchmarkKafkaPublishOne(b *testing.B) {
+func BenchmarkKafkaPublishOne(b *testing.B) { kafkaPublish(b, publishOne) }
+
+// kafkaPublish times each side's publisher with measure (publishAll or
+// publishOne), on a new topic a round.
+func kafkaPublish(b *testing.B, measure func(*testing.B, func(ctx context.Context, k int) error) float64) {
 	e := kafkaSetup(b)
 	sidebyside.Compare(b, rounds,
 		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
 			topic := e.topic(b)
-			return publishOne(b, watermillPublish(watermillKafkaPublisher(b, e.brokers), topic))
+			return measure(b, watermillPublish(watermillKafkaPublisher(b, e.brokers), topic))
 		}},
 		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
 			topic := e.topic(b)
 			p := e.kb.NewPublisher()
 			defer p.Close()
-			return publishOne(b, brokerkitPublish(p, topic))
+			return measure(b, brokerkitPublish(p, topic))
 		}},
 	)
 }
@@ -181,12 +171,7 @@ func BenchmarkKafkaEndToEnd(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer c.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			cnt := newCounter(messages)
-			go count(ctx, c, topic, cnt)
-			return cnt.endToEnd(b, publish)
+			return consumeEndToEnd(b, c, topic, newCounter(messages), publish)
 		}},
 	)
 }

@@ -57,13 +57,7 @@ func memBrokerkit(b *testing.B) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cnt := newGatedCounter(memMessages, memBacklog)
-	go count(ctx, c, memTopic, cnt)
-	publish := brokerkitPublish(p, memTopic)
-	return cnt.endToEnd(b, publish)
+	return consumeEndToEnd(b, c, memTopic, newGatedCounter(memMessages, memBacklog), brokerkitPublish(p, memTopic))
 }
 
 // watermillBatch builds k messages the way Watermill's documentation does,

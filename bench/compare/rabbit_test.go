@@ -166,33 +166,25 @@ func watermillAMQPPublisher(b *testing.B, cfg wamqp.Config) *wamqp.Publisher {
 //     unconfirmed messages each).
 //   - watermill: watermill-amqp with ConfirmDelivery and a pool of 8 channels;
 //     Publish waits for each message's confirm before sending the next.
-func BenchmarkRabbitPublish(b *testing.B) {
-	r := rabbitSetup(b)
-	sidebyside.Compare(b, rounds,
-		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
-			topic, cfg := r.watermillQueue(b)
-			return publishAll(b, watermillPublish(watermillAMQPPublisher(b, cfg), topic))
-		}},
-		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
-			topic := r.brokerkitTopic(b)
-			return publishAll(b, brokerkitPublish(r.brokerkitPublisher(b), topic))
-		}},
-	)
-}
+func BenchmarkRabbitPublish(b *testing.B) { rabbitPublish(b, publishAll) }
 
 // BenchmarkRabbitPublishOne: one message per Publish call, one call at a
 // time: the latency of a lone confirmed publish (msgs/s is its inverse).
 // Same configurations as BenchmarkRabbitPublish.
-func BenchmarkRabbitPublishOne(b *testing.B) {
+func BenchmarkRabbitPublishOne(b *testing.B) { rabbitPublish(b, publishOne) }
+
+// rabbitPublish times each side's publisher with measure (publishAll or
+// publishOne), on a new topic a round.
+func rabbitPublish(b *testing.B, measure func(*testing.B, func(ctx context.Context, k int) error) float64) {
 	r := rabbitSetup(b)
 	sidebyside.Compare(b, rounds,
 		sidebyside.Case{Name: "watermill", Run: func(b *testing.B) float64 {
 			topic, cfg := r.watermillQueue(b)
-			return publishOne(b, watermillPublish(watermillAMQPPublisher(b, cfg), topic))
+			return measure(b, watermillPublish(watermillAMQPPublisher(b, cfg), topic))
 		}},
 		sidebyside.Case{Name: "brokerkit", Run: func(b *testing.B) float64 {
 			topic := r.brokerkitTopic(b)
-			return publishOne(b, brokerkitPublish(r.brokerkitPublisher(b), topic))
+			return measure(b, brokerkitPublish(r.brokerkitPublisher(b), topic))
 		}},
 	)
 }
@@ -239,12 +231,7 @@ func BenchmarkRabbitEndToEnd(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer c.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			cnt := newCounter(messages)
-			go count(ctx, c, topic, cnt)
-			return cnt.endToEnd(b, publish)
+			return consumeEndToEnd(b, c, topic, newCounter(messages), publish)
 		}},
 	)
 }

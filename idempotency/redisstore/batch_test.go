@@ -417,16 +417,11 @@ func TestMaxBatch(t *testing.T) {
 	c := client(t)
 	g := addGate(t, c)
 	s := newStoreWith(t, c, redisstore.Options{MaxBatch: 4, MaxInFlight: 1})
-	ctx := context.Background()
-	errc := make(chan error, 11)
-	claim := func(key string) {
-		_, err := s.Claim(ctx, key, time.Minute)
-		errc <- err
-	}
-	go claim("first")
+	claim, errc := claimer(s, 11)
+	claim("first")
 	await(t, "the first round trip", g.entered)
 	for i := range 10 {
-		go claim(fmt.Sprint(i))
+		claim(fmt.Sprint(i))
 	}
 	waitQueued(t, s, 10)
 	g.release()
@@ -445,16 +440,11 @@ func TestMaxInFlight(t *testing.T) {
 	c := client(t)
 	g := addGate(t, c)
 	s := newStoreWith(t, c, redisstore.Options{MaxInFlight: 3})
-	ctx := context.Background()
-	errc := make(chan error, 10)
-	claim := func(key string) {
-		_, err := s.Claim(ctx, key, time.Minute)
-		errc <- err
-	}
-	go claim("first")
+	claim, errc := claimer(s, 10)
+	claim("first")
 	await(t, "the first round trip", g.entered)
 	for i := range 9 { // two are sent, and wait behind the first in the hook
-		go claim(fmt.Sprint(i))
+		claim(fmt.Sprint(i))
 	}
 	waitQueued(t, s, 7)
 	g.release()
@@ -522,4 +512,16 @@ func TestOutageBatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// claimer returns claim, which claims a key for a minute on a goroutine of
+// its own, and the channel of the claims' errors, with room for n.
+func claimer(s *redisstore.Store, n int) (claim func(key string), errc chan error) {
+	errc = make(chan error, n)
+	return func(key string) {
+		go func() {
+			_, err := s.Claim(context.Background(), key, time.Minute)
+			errc <- err
+		}()
+	}, errc
 }

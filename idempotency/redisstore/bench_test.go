@@ -13,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/brokerkit/broker/idempotency/redisstore"
-	"github.com/brokerkit/broker/internal/testenv"
 )
 
 // BenchmarkClaimComplete is what Dedupe asks of the store per message, from
@@ -22,14 +21,9 @@ import (
 // shared a round trip on average. The Done records expire by themselves
 // shortly after the run.
 func BenchmarkClaimComplete(b *testing.B) {
-	opts, err := redis.ParseURL(testenv.RedisURL(b))
-	if err != nil {
-		b.Fatal(err)
-	}
 	for _, handlers := range []int{1, 4, 16, 64} {
 		b.Run(fmt.Sprint("handlers=", handlers), func(b *testing.B) {
-			c := redis.NewClient(opts)
-			defer c.Close()
+			c := client(b)
 			var trips tripCounter
 			c.AddHook(&trips)
 			s := redisstore.New(c, &redisstore.Options{KeyPrefix: "brokerkit-bench:" + rand.Text() + ":"})

@@ -20,7 +20,7 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // client connects to the test server and closes the client after t.
-func client(t *testing.T) *redis.Client {
+func client(t testing.TB) *redis.Client {
 	t.Helper()
 	opts, err := redis.ParseURL(testenv.RedisURL(t))
 	if err != nil {

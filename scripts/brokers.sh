@@ -241,9 +241,34 @@ rabbitmq_env() {
 
 rabbitmq_running() { pgrep -f 'beam.*-s rabbit boot' >/dev/null; }
 
+# RabbitMQ 3.10 (Debian's 3.10.8) runs the at-least-once dead-letter workers of quorum queues
+# under a supervisor that gives up after two crashes in five seconds (intensity 1, period 5),
+# and a worker crashes when its queue is deleted as it starts. With the supervisor gone, every
+# quorum queue with at-least-once dead-lettering fails to declare (INTERNAL_ERROR) until the
+# node restarts: the test suite, which creates and deletes such queues by the hundred, hit it
+# (rabbit_fifo_dlx_sup "reached_max_restart_intensity" in the node's log). Later releases give
+# that supervisor 100 restarts a second; rabbitmq_ready sets the same on the running node
+# (patched, or {ok,Intensity,Period} when already done) and is not ready while it is down.
+readonly RABBITMQ_DLX_SUP='case whereis(rabbit_fifo_dlx_sup) of
+	undefined -> down;
+	_ -> case sys:get_state(rabbit_fifo_dlx_sup) of
+		{state,_,simple_one_for_one,_,_,I,_,_,_,_,rabbit_fifo_dlx_sup,_} when I < 100 ->
+			sys:replace_state(rabbit_fifo_dlx_sup, fun(S) -> setelement(7, setelement(6, S, 100), 1) end),
+			patched;
+		{state,_,_,_,_,I,P,_,_,_,_,_} -> {ok,I,P};
+		_ -> unknown
+	end
+end.'
+
 rabbitmq_ready() {
 	tcp_open "$HOST" "$AMQP_PORT" || return 1
-	(rabbitmq_env && timeout 30 rabbitmqctl -q await_startup --timeout 20) >/dev/null 2>&1
+	(rabbitmq_env && timeout 30 rabbitmqctl -q await_startup --timeout 20) >/dev/null 2>&1 || return 1
+	local dlx
+	dlx=$(rabbitmq_env && timeout 20 rabbitmqctl -q eval "$RABBITMQ_DLX_SUP" 2>/dev/null) || return 1
+	if [[ $dlx == down ]]; then
+		log "rabbitmq: the dead-letter supervisor is down (see RABBITMQ_DLX_SUP); restart the node: $0 down rabbitmq && $0 up rabbitmq"
+		return 1
+	fi
 }
 
 rabbitmq_start() {

@@ -58,7 +58,10 @@
 // their locks. A DedupeTx transaction holds the lock while its handler runs:
 // other Claims wait for it, so keep handlers short. A pool of one connection
 // (db.SetMaxOpenConns(1)) works too, provided handlers use their tx, never the
-// *sql.DB.
+// *sql.DB. On a new database file, Ping the pool once before using it from
+// several goroutines: the first connection switches the file to WAL, and
+// SQLite answers connections that race that switch with SQLITE_BUSY at once,
+// without waiting out the busy timeout.
 //
 // # Failures
 //

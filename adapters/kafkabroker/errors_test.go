@@ -132,27 +132,6 @@ func TestRecordsKeepMessagesApart(t *testing.T) {
 	}
 }
 
-// A probe lets the first select of a FetchMessage call take a waiting message
-// (no Done channel to race it) and ends every later select of the same call.
-func TestProbeContext(t *testing.T) {
-	p := &probe{Context: context.Background()}
-	if p.Done() != nil || p.Err() != nil {
-		t.Fatal("first select: want no Done channel and no error")
-	}
-	select {
-	case <-p.Done():
-	default:
-		t.Fatal("second select: Done must be closed")
-	}
-	if !errors.Is(p.Err(), context.Canceled) {
-		t.Fatalf("Err after Done closed = %v, want context.Canceled", p.Err())
-	}
-	p.selects = 0
-	if p.Done() != nil {
-		t.Fatal("a reset probe must start over")
-	}
-}
-
 // A sender reuses records: a second fill must carry only its own messages,
 // and reset must drop the references to the first ones' bodies.
 func TestRecordsReuse(t *testing.T) {

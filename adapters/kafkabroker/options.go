@@ -63,6 +63,16 @@ const (
 	Latest
 )
 
+func (o InitialOffset) String() string {
+	switch o {
+	case Earliest:
+		return "earliest"
+	case Latest:
+		return "latest"
+	}
+	return fmt.Sprintf("InitialOffset(%d)", int(o))
+}
+
 func (o InitialOffset) kafka() int64 {
 	if o == Latest {
 		return kafka.LastOffset

@@ -21,17 +21,15 @@ const (
 	// joinGroupBackoff is the pause before rejoining the group after a failed
 	// join, for example while the broker restarts.
 	joinGroupBackoff = time.Second
-	// readerQueue is how many fetched messages a kafka-go Reader buffers ahead.
-	readerQueue = 256
-	// fetchMaxBytes bounds one partition fetch; the broker still returns a
-	// larger first batch, so a big message never blocks a partition.
-	fetchMaxBytes = 4 << 20
 	// commitTimeout bounds one commit request, and the final commit on Close.
 	commitTimeout = 10 * time.Second
-	// closeWait is how long Subscription.Close waits for the kafka-go Reader to
-	// leave the group before letting it finish in the background (a join in
+	// closeWait is how long Subscription.Close waits for the member to leave
+	// the group before letting it finish in the background (a join in
 	// progress can hold it for RebalanceTimeout); Receiver.Close waits for it.
 	closeWait = 2 * time.Second
+	// partitionWatchInterval is how often a generation checks the topic's
+	// partition count, rebalancing when partitions were added.
+	partitionWatchInterval = 5 * time.Second
 )
 
 // GroupID is the Kafka consumer group id a consumer of group on topic joins
@@ -48,14 +46,16 @@ func groupID(group, topic string, verbatim bool) string {
 	return group + "/" + topic
 }
 
-// receiver is the driver.Receiver: one kafka-go Reader per subscription.
+// receiver is the driver.Receiver: a subscription is a member of a kafka-go
+// ConsumerGroup, which joins, heartbeats and assigns partitions, and reads
+// its partitions itself (see fetcher).
 type receiver struct {
 	a    *admin
 	opts broker.ConsumerOptions
 
 	mu      sync.Mutex
 	subs    map[*subscription]struct{}
-	leaving sync.WaitGroup // Readers still leaving their group after Close
+	leaving sync.WaitGroup // members still leaving their group after Close
 }
 
 var (
@@ -71,9 +71,9 @@ func (r *receiver) Features() driver.Features {
 		// consumer retries in process, and a message it never finished keeps
 		// the commit position below it.
 		NackRedelivers: false,
-		// The Reader fetches ahead into its queue whatever the consumer does;
-		// partitions, not the consumer's window, decide who gets what.
-		Buffered: readerQueue,
+		// The fetchers read ahead whatever the consumer does; partitions, not
+		// the consumer's window, decide who gets what.
+		Buffered: maxRun,
 	}
 }
 
@@ -104,49 +104,42 @@ func (r *receiver) Subscribe(ctx context.Context, topic string, cfg driver.Subsc
 			"dead_letter_topic", dead, "error", err)
 	}
 	o := r.a.opts
-	gid := groupID(co.Group, topic, o.GroupIDVerbatim)
-	rc := kafka.ReaderConfig{
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                     groupID(co.Group, topic, o.GroupIDVerbatim),
 		Brokers:                r.a.brokers,
-		GroupID:                gid,
-		Topic:                  topic,
 		Dialer:                 o.dialer(),
-		QueueCapacity:          readerQueue,
-		MinBytes:               1,
-		MaxBytes:               max(fetchMaxBytes, 2*o.MaxMessageSize),
-		MaxWait:                o.MaxWait,
-		ReadBatchTimeout:       10 * time.Second,
-		ReadLagInterval:        -1,
+		Topics:                 []string{topic},
 		GroupBalancers:         []kafka.GroupBalancer{kafka.RangeGroupBalancer{}, kafka.RoundRobinGroupBalancer{}},
 		HeartbeatInterval:      o.HeartbeatInterval,
-		CommitInterval:         0, // synchronous: the subscription batches commits itself
-		PartitionWatchInterval: 5 * time.Second,
+		PartitionWatchInterval: partitionWatchInterval,
 		WatchPartitionChanges:  true,
 		SessionTimeout:         o.SessionTimeout,
 		RebalanceTimeout:       o.RebalanceTimeout,
 		JoinGroupBackoff:       joinGroupBackoff,
 		StartOffset:            o.InitialOffset.kafka(),
-		ReadBackoffMin:         100 * time.Millisecond,
-		ReadBackoffMax:         time.Second,
 		ErrorLogger:            debugLogger(log),
-		IsolationLevel:         kafka.ReadCommitted,
-		MaxAttempts:            3,
+		Timeout:                commitTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kafka: subscribe %q: %w: %w", topic, broker.ErrInvalidArgument, err)
 	}
 	s := &subscription{
 		r:        r,
 		topic:    topic,
 		group:    co.Group,
-		reader:   kafka.NewReader(rc),
+		members:  group,
 		interval: o.CommitInterval,
 		log:      log,
 		offsets:  newOffsets(),
+		runs:     make(chan run, runsAhead),
+		errs:     make(chan error, 1),
 		done:     make(chan struct{}),
-		probe:    probe{Context: context.Background()},
 	}
 	s.loopCtx, s.stopLoop = context.WithCancel(context.Background())
 	r.mu.Lock()
 	r.subs[s] = struct{}{}
 	r.mu.Unlock()
-	go s.commitLoop()
+	go s.follow()
 	return s, nil
 }
 
@@ -179,148 +172,164 @@ func (r *receiver) Stats(ctx context.Context, topic, group string) (broker.Stats
 	return r.a.stats(ctx, topic, groupID(group, topic, r.a.opts.GroupIDVerbatim), r.opts.DeadLetterTopicFor(topic), inFlight)
 }
 
-// subscription is one topic for one group: a kafka-go Reader, which fetches
-// ahead into its queue, and a goroutine that commits on an interval.
+// subscription is one topic for one group: a member of the group, a
+// fetcher for each partition the group assigns it (started anew for each
+// generation of the group), and a goroutine per generation that commits on an
+// interval.
 type subscription struct {
 	r        *receiver
 	topic    string
 	group    string
-	reader   *kafka.Reader
+	members  *kafka.ConsumerGroup
 	interval time.Duration
 	log      *slog.Logger
 
-	loopCtx  context.Context // ends when Close starts, cutting a commit in progress short
+	loopCtx  context.Context // ends when Close starts
 	stopLoop context.CancelFunc
-	done     chan struct{} // closed when the commit loop ended
+	done     chan struct{} // closed when follow returned
 
-	stash error              // an error fetched behind messages, returned by the next Receive
-	probe probe              // the context of fetchBuffered's calls
-	batch []*driver.Delivery // what Receive returned last, reused by the next call
+	runs  chan run   // fetched runs of records, in each partition's order
+	errs  chan error // the latest failure to join or fetch, for Receive
+	rest  []received // what is left of the run Receive took last
+	batch []*driver.Delivery
 
-	mu       sync.Mutex // guards offsets
+	commitMu sync.Mutex // one commit at a time, so positions only move forward
+
+	mu       sync.Mutex // guards offsets, gen and the fields below
+	gen      *kafka.Generation
 	offsets  *offsets
 	inFlight atomic.Int64
 	failing  bool // the last commit failed; logged once per streak
 	closed   bool
 }
 
-// Receive fetches at least one message, and then as many more, up to max, as
-// the Reader holds already. The slice it returns is valid until the next call.
-func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery, error) {
-	if err := s.stash; err != nil {
-		s.stash = nil
-		return nil, s.receiveError(err)
-	}
+// follow takes each generation of the group as it comes and starts its
+// fetchers and its commit loop, until Close.
+func (s *subscription) follow() {
+	defer close(s.done)
 	for {
-		first, err := s.reader.FetchMessage(ctx)
+		gen, err := s.members.Next(s.loopCtx)
 		if err != nil {
-			if ctx.Err() != nil {
+			if s.loopCtx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				return
+			}
+			// The group tries again by itself, after joinGroupBackoff.
+			s.report(s.receiveError(err))
+			continue
+		}
+		s.mu.Lock()
+		s.gen = gen
+		s.mu.Unlock()
+		gen.Start(func(ctx context.Context) { s.commitLoop(ctx, gen) })
+		for _, pa := range gen.Assignments[s.topic] {
+			gen.Start(func(ctx context.Context) { s.fetch(ctx, gen, pa) })
+		}
+	}
+}
+
+// report hands err to the next Receive, replacing one not taken yet.
+func (s *subscription) report(err error) {
+	for {
+		select {
+		case s.errs <- err:
+			return
+		default:
+		}
+		select {
+		case <-s.errs:
+		default:
+		}
+	}
+}
+
+// clearReport drops a reported error not taken yet: a fetch succeeded since,
+// and the consumer would pause for an outage that is over. A failure that
+// goes on is reported again by its next attempt.
+func (s *subscription) clearReport() {
+	select {
+	case <-s.errs:
+	default:
+	}
+}
+
+// Receive returns the fetched records waiting, up to max, waiting for one if
+// there is none. The slice it returns is valid until the next call.
+func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery, error) {
+	for {
+		if len(s.rest) == 0 {
+			select { // records first: an error reported meanwhile can wait
+			case r := <-s.runs:
+				s.take(r)
+				continue
+			default:
+			}
+			select {
+			case r := <-s.runs:
+				s.take(r)
+				continue
+			case err := <-s.errs:
+				return nil, err
+			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			return nil, s.receiveError(err)
 		}
-		// One allocation for the batch's messages, which are converted into it
-		// as they are fetched (a slab stays in memory until the last of its
-		// messages is no longer referenced), and one for their offset entries.
-		n := 1 + min(int(s.reader.Stats().QueueLength), max-1)
-		slab, entries := make([]received, n), make([]entry, n)
-		slab[0].fill(&first, &entries[0])
-		n, s.stash = s.fetchBuffered(slab[1:], entries[1:])
-		if ds := s.deliveries(slab[:1+n]); len(ds) > 0 {
+		// Then as many more as are waiting, so that the consumer's handlers
+		// get several partitions' messages at once.
+		ds := s.batch[:0]
+		for len(ds) < max {
+			if len(s.rest) == 0 {
+				select {
+				case r := <-s.runs:
+					s.take(r)
+					continue
+				default:
+				}
+				break
+			}
+			n := min(len(s.rest), max-len(ds))
+			ds = s.deliveries(ds, s.rest[:n])
+			s.rest = s.rest[n:]
+		}
+		clear(ds[len(ds):cap(ds)]) // let earlier runs go
+		s.batch = ds
+		if len(ds) > 0 {
+			s.inFlight.Add(int64(len(ds)))
 			return ds, nil
-		}
-		if err := s.stash; err != nil {
-			s.stash = nil
-			return nil, s.receiveError(err)
 		}
 		// all of them were handled before a rebalance: wait for more
 	}
 }
 
-// fetchBuffered fetches messages the Reader holds already into rs, with es
-// as their offset entries, without waiting for more. It returns how many it
-// fetched, and the error of a failed fetch (not a message) for Receive to
-// report once the fetched ones are handled.
+// take makes r the run Receive hands out next, unless it was fetched in a
+// generation that has ended: the group restarts every partition at its
+// committed offset in the next one, so its records come again.
+func (s *subscription) take(r run) {
+	s.mu.Lock()
+	current := r.gen == s.gen
+	s.mu.Unlock()
+	if current {
+		s.rest = r.recs
+	}
+}
+
+// deliveries records the fetched records rs in the offsets and appends to
+// ds the deliveries of those not already handled or being handled.
 //
-// kafka-go has no non-blocking fetch. The Reader's statistics tell how many
-// messages its queue holds, rs is no longer than that, and only this
-// subscription takes from the queue, so each FetchMessage call finds a
-// message waiting. They run with a probe context, which never makes the
-// select in FetchMessage wait: an ended context would take the place of a
-// waiting message half of the time, as a select picks at random among the
-// cases that are ready.
-func (s *subscription) fetchBuffered(rs []received, es []entry) (int, error) {
-	for i := range rs {
-		s.probe.selects = 0
-		km, err := s.reader.FetchMessage(&s.probe)
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				return i, nil // the queue held only records of an earlier generation
-			}
-			return i, err
-		}
-		rs[i].fill(&km, &es[i])
-	}
-	return len(rs), nil
-}
-
-// probe is the context of a FetchMessage call made when the Reader's queue is
-// known to hold a message. The first select in FetchMessage sees no Done
-// channel, so it takes the waiting message (or a pending Reader error); should
-// FetchMessage select again, after skipping a record of a generation the
-// group has left, Done is closed, so the call cannot block.
-type probe struct {
-	context.Context // Background: no deadline, no values
-	selects         int
-}
-
-// Done is nil for the first select of a call, closed from the second on.
-func (p *probe) Done() <-chan struct{} {
-	p.selects++
-	if p.selects == 1 {
-		return nil
-	}
-	return closed
-}
-
-// Err is Canceled once Done was closed.
-func (p *probe) Err() error {
-	if p.selects > 1 {
-		return context.Canceled
-	}
-	return nil
-}
-
-// closed is a channel that is closed.
-var closed = func() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}()
-
-// deliveries records the fetched messages of slab in the offsets and returns
-// the deliveries of those not already handled or being handled, in a slice
-// the next call reuses.
-//
-// The offset entries are allocated apart from the messages, in a slab of
+// The offset entries are allocated apart from the records, in a slab of
 // their own: the offsets keep an entry until every earlier offset of its
 // partition is finished (so, behind a slow message, as long as that message
 // runs), and also entries of records not delivered, while a message and the
 // body it points to are garbage as soon as the handler is done with them.
-// Kept in one allocation, an entry would keep its whole batch, bodies and
+// Kept in one allocation, an entry would keep its whole run, bodies and
 // all, in memory behind the slow message.
-func (s *subscription) deliveries(slab []received) []*driver.Delivery {
-	ds := s.batch[:0]
+func (s *subscription) deliveries(ds []*driver.Delivery, rs []received) []*driver.Delivery {
 	s.mu.Lock()
-	for i := range slab {
-		if e := slab[i].entry(); s.offsets.track(e, int(e.partition), e.offset) {
-			ds = append(ds, &slab[i].delivery)
+	for i := range rs {
+		if e := rs[i].entry(); s.offsets.track(e, int(e.partition), e.offset) {
+			ds = append(ds, &rs[i].delivery)
 		}
 	}
 	s.mu.Unlock()
-	clear(ds[len(ds):cap(ds)]) // let earlier batches' slabs go
-	s.batch = ds
-	s.inFlight.Add(int64(len(ds)))
 	return ds
 }
 
@@ -463,40 +472,49 @@ func (s *subscription) settle(d *driver.Delivery, ok bool) error {
 	return nil
 }
 
-func (s *subscription) commitLoop() {
-	defer close(s.done)
+// commitLoop commits every interval during gen, and once more when gen
+// ends, before the group moves on: while a rebalance is being prepared the
+// coordinator still takes the ending generation's commits, so the next owner
+// of a partition starts after what this member finished.
+func (s *subscription) commitLoop(ctx context.Context, gen *kafka.Generation) {
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			_ = s.commit(s.loopCtx)
-		case <-s.loopCtx.Done():
+			_ = s.commit(gen)
+		case <-ctx.Done():
+			_ = s.commit(gen)
+			s.mu.Lock()
+			if s.gen == gen {
+				s.gen = nil
+			}
+			s.mu.Unlock()
 			return
 		}
 	}
 }
 
-// commit commits every partition whose finished prefix grew, in one request,
-// waiting at most commitTimeout. Between two generations of the group (a
-// rebalance, the broker restarting) it waits for the next one.
-func (s *subscription) commit(ctx context.Context) error {
+// commit commits, in gen, every partition whose finished prefix grew, in one
+// request that waits at most commitTimeout.
+func (s *subscription) commit(gen *kafka.Generation) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	s.mu.Lock()
 	msgs := s.offsets.commits(s.topic)
 	s.mu.Unlock()
 	if len(msgs) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
-	defer cancel()
-	err := s.reader.CommitMessages(ctx, msgs...)
+	positions := make(map[int]int64, len(msgs))
+	for _, m := range msgs {
+		positions[m.Partition] = m.Offset + 1
+	}
+	err := gen.CommitOffsets(map[string]map[int]int64{s.topic: positions})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		if s.loopCtx.Err() != nil {
-			return err // closing: Close commits again and returns its error
-		}
-		if !s.failing {
+		if !s.failing && !s.closed {
 			s.log.Warn("kafka: commit failed; retrying, messages may be redelivered if this member stops first", "error", err)
 		}
 		s.failing = true
@@ -510,8 +528,8 @@ func (s *subscription) commit(ctx context.Context) error {
 	return nil
 }
 
-// Close commits what was finished and leaves the group. Messages the Reader
-// fetched ahead, and deliveries not finished, come back to the group.
+// Close commits what was finished and leaves the group. Records fetched
+// ahead, and deliveries not finished, come back to the group.
 func (s *subscription) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -519,10 +537,20 @@ func (s *subscription) Close() error {
 		return nil
 	}
 	s.closed = true
+	gen := s.gen
 	s.mu.Unlock()
 	s.stopLoop()
 	<-s.done
-	err := s.commit(context.Background())
+	var err error
+	if gen != nil {
+		err = s.commit(gen)
+	} else {
+		s.mu.Lock()
+		if pending := s.offsets.commits(s.topic); len(pending) > 0 {
+			err = fmt.Errorf("%d partitions have finished messages to commit and the member is in no generation of the group", len(pending))
+		}
+		s.mu.Unlock()
+	}
 	if err != nil {
 		err = unavailable(fmt.Sprintf("final commit of %q", s.topic), err)
 	}
@@ -534,7 +562,7 @@ func (s *subscription) Close() error {
 	left := make(chan struct{})
 	go func() {
 		defer r.leaving.Done()
-		_ = s.reader.Close()
+		_ = s.members.Close() // ends the generation, which commits once more, then leaves
 		close(left)
 	}()
 	t := time.NewTimer(closeWait)

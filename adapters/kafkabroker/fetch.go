@@ -1,0 +1,346 @@
+package kafkabroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
+
+	"github.com/brokerkit/broker"
+)
+
+const (
+	// fetchMaxBytes bounds one Fetch response. The broker still returns a
+	// first record batch larger than that whole, so a big message never
+	// blocks its partition.
+	fetchMaxBytes = 1 << 20
+	// fetchTimeout is how long a Fetch may take beyond its MaxWait before
+	// the connection is given up as dead.
+	fetchTimeout = 10 * time.Second
+	// maxRun is the most records one run holds: a run is what Receive takes
+	// from a partition at a time, and one allocation.
+	maxRun = 256
+	// runsAhead is how many runs the partitions of a subscription may have
+	// fetched and decoded ahead of Receive; each partition's fetcher also
+	// holds the response it decodes, at most fetchMaxBytes.
+	runsAhead = 4
+	// fetchBackoffMin and fetchBackoffMax bound the pause before a
+	// partition fetches again after a failed fetch.
+	fetchBackoffMin = 100 * time.Millisecond
+	fetchBackoffMax = time.Second
+	// arenaChunk is the size of the buffers a fetcher copies record keys and
+	// values into, many records to a buffer; a value larger than
+	// arenaChunk/8 gets an allocation of its own.
+	arenaChunk = 32 << 10
+)
+
+// run is a run of consecutive records of one partition, fetched in a
+// generation of the group.
+type run struct {
+	gen  *kafka.Generation
+	recs []received
+}
+
+// fetcher reads one partition for one generation of the group: Fetch
+// requests to the partition's leader on the shared transport, one at a time,
+// each from the offset after the last record it returned. It decodes the
+// records into runs for Receive, copying keys and values out of kafka-go's
+// pooled buffers into its arena.
+//
+// kafka-go's Reader does the same over a connection of its own per
+// partition and hands Receive one message at a time through a channel;
+// handing over runs and sharing allocations within them is what lets the
+// consumer outpace it (bench/kafkabench).
+type fetcher struct {
+	s         *subscription
+	gen       *kafka.Generation
+	partition int
+	offset    int64 // the next offset to fetch
+	hint      int   // records in the last response, to size the next run
+	arena     []byte
+	req       fetchapi.Request
+}
+
+// fetch runs a fetcher until the generation ends. It never returns early:
+// a function started on a generation that returns ends the generation.
+func (s *subscription) fetch(ctx context.Context, gen *kafka.Generation, pa kafka.PartitionAssignment) {
+	// A cancellable context of the standard kind, so that the per-request
+	// timeouts derived from it do not each start a goroutine to watch the
+	// generation's.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f := &fetcher{s: s, gen: gen, partition: pa.ID, offset: pa.Offset, hint: 1}
+	o := s.r.a.opts
+	f.req = fetchapi.Request{
+		ReplicaID:      -1,
+		MaxWaitTime:    int32(o.MaxWait / time.Millisecond),
+		MinBytes:       1,
+		MaxBytes:       fetchMaxBytes,
+		IsolationLevel: int8(kafka.ReadCommitted),
+		SessionID:      -1,
+		SessionEpoch:   -1,
+		Topics: []fetchapi.RequestTopic{{
+			Topic: s.topic,
+			Partitions: []fetchapi.RequestPartition{{
+				Partition:          int32(pa.ID),
+				CurrentLeaderEpoch: -1,
+				LogStartOffset:     -1,
+				PartitionMaxBytes:  fetchMaxBytes,
+			}},
+		}},
+	}
+	backoff, failures := time.Duration(0), 0
+	for ctx.Err() == nil {
+		err := f.step(ctx)
+		if err == nil {
+			if failures > 0 {
+				s.clearReport()
+			}
+			backoff, failures = 0, 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// A single failure is retried quietly: after a broker restart the
+		// first request on each pooled connection fails, and the consumer
+		// would pause for it. A second one in a row is an outage to report.
+		if failures++; failures > 1 {
+			s.report(fetchError(s.topic, pa.ID, err))
+		}
+		backoff = min(max(2*backoff, fetchBackoffMin), fetchBackoffMax)
+		if !sleep(ctx, backoff) {
+			return
+		}
+	}
+}
+
+// step fetches once and hands over what came back.
+func (f *fetcher) step(ctx context.Context) error {
+	if f.offset < 0 { // the group never committed: where InitialOffset says
+		off, err := f.s.r.a.offsetAt(ctx, f.s.topic, f.partition, f.offset)
+		if err != nil {
+			return err
+		}
+		f.offset = off
+	}
+	o := f.s.r.a.opts
+	f.req.Topics[0].Partitions[0].FetchOffset = f.offset
+	rctx, cancel := context.WithTimeout(ctx, o.MaxWait+fetchTimeout)
+	m, err := f.s.r.a.transport.RoundTrip(rctx, f.s.r.a.addr, &f.req)
+	cancel()
+	if err != nil {
+		return err
+	}
+	res, ok := m.(*fetchapi.Response)
+	if !ok {
+		return fmt.Errorf("fetch: a response of type %T", m)
+	}
+	if res.ErrorCode != 0 {
+		return kafka.Error(res.ErrorCode)
+	}
+	if len(res.Topics) != 1 || len(res.Topics[0].Partitions) != 1 {
+		return fmt.Errorf("fetch: a response for %d topics: %w", len(res.Topics), protocol.ErrNoPartition)
+	}
+	p := &res.Topics[0].Partitions[0]
+	switch code := kafka.Error(p.ErrorCode); code {
+	case 0:
+	case kafka.OffsetOutOfRange:
+		// Retention removed what the group committed, or the topic was
+		// recreated: start over where a new group would.
+		from := f.offset
+		f.offset = f.s.r.a.opts.InitialOffset.kafka()
+		f.s.log.Warn("kafka: committed offset out of range; starting over at the initial offset",
+			"partition", f.partition, "offset", from, "initial_offset", f.s.r.a.opts.InitialOffset.String())
+		return nil
+	default:
+		return code
+	}
+	if p.RecordSet.Records == nil {
+		return nil // nothing new within MaxWait
+	}
+	return f.hand(ctx, p.RecordSet.Records, p.HighWatermark)
+}
+
+// hand decodes the records of a response into runs and queues them for
+// Receive, skipping those before the requested offset (a response starts at
+// the start of a record batch) and control records.
+//
+// Records of aborted transactions are delivered too, as kafka-go's Reader
+// delivers them: the adapter does not filter on the response's aborted
+// transaction list.
+func (f *fetcher) hand(ctx context.Context, rr protocol.RecordReader, highWaterMark int64) error {
+	var (
+		recs    []received
+		entries []entry
+		n, seen int
+	)
+	flush := func() bool {
+		if n == 0 {
+			return true
+		}
+		select {
+		case f.s.runs <- run{gen: f.gen, recs: recs[:n]}:
+		case <-ctx.Done():
+			return false
+		}
+		recs, entries, n = nil, nil, 0
+		return true
+	}
+	var err error
+	for _, b := range recordBatches(rr) {
+		_, control := b.(*protocol.ControlBatch)
+		for {
+			var rec *protocol.Record
+			rec, err = b.ReadRecord()
+			if err != nil {
+				break
+			}
+			if control || rec.Offset < f.offset {
+				closeBytes(rec.Key)
+				closeBytes(rec.Value)
+				if rec.Offset >= f.offset {
+					f.offset = rec.Offset + 1
+				}
+				continue
+			}
+			if n == len(recs) {
+				if !flush() {
+					return ctx.Err()
+				}
+				size := f.hint - seen // what is left if this response is like the last
+				if size <= 0 {
+					size = max(seen, 16) // it is larger
+				}
+				size = min(size, maxRun)
+				recs, entries = make([]received, size), make([]entry, size)
+			}
+			km := kafka.Message{
+				Topic:         f.s.topic,
+				Partition:     f.partition,
+				Offset:        rec.Offset,
+				HighWaterMark: highWaterMark,
+				Key:           f.copy(rec.Key),
+				Value:         f.copy(rec.Value),
+				Headers:       rec.Headers,
+				Time:          rec.Time,
+			}
+			recs[n].fill(&km, &entries[n])
+			n++
+			seen++
+			f.offset = rec.Offset + 1
+		}
+		if !errors.Is(err, io.EOF) {
+			break
+		}
+		err = nil
+	}
+	if seen > 0 {
+		f.hint = seen
+	}
+	if !flush() {
+		return ctx.Err()
+	}
+	return err
+}
+
+// recordBatches returns the record batches of a response's record set in
+// order, control batches included, which kafka-go's RecordStream would skip
+// without telling their offsets.
+func recordBatches(rr protocol.RecordReader) []protocol.RecordReader {
+	if s, ok := rr.(*protocol.RecordStream); ok {
+		return s.Records
+	}
+	return []protocol.RecordReader{rr}
+}
+
+// copy reads b, a key or value in kafka-go's pooled buffers, into the
+// fetcher's arena and releases it. nil stays nil.
+func (f *fetcher) copy(b protocol.Bytes) []byte {
+	if b == nil {
+		return nil
+	}
+	defer b.Close()
+	n := b.Len()
+	if n == 0 {
+		return []byte{}
+	}
+	var out []byte
+	if n > arenaChunk/8 {
+		out = make([]byte, n)
+	} else {
+		if cap(f.arena)-len(f.arena) < n {
+			f.arena = make([]byte, 0, arenaChunk)
+		}
+		l := len(f.arena)
+		f.arena = f.arena[:l+n]
+		out = f.arena[l : l+n : l+n]
+	}
+	if _, err := io.ReadFull(b, out); err != nil {
+		// The bytes are in memory already: a short read is a bug in the
+		// decoder, not a network failure.
+		panic(fmt.Sprintf("kafkabroker: reading a fetched record: %v", err))
+	}
+	return out
+}
+
+func closeBytes(b protocol.Bytes) {
+	if b != nil {
+		b.Close()
+	}
+}
+
+// offsetAt resolves kafka.FirstOffset or kafka.LastOffset to a partition's
+// oldest retained offset or its end.
+func (a *admin) offsetAt(ctx context.Context, topic string, partition int, at int64) (int64, error) {
+	res, err := a.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{topic: {{Partition: partition, Timestamp: at}}},
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, po := range res.Topics[topic] {
+		if po.Partition != partition {
+			continue
+		}
+		if po.Error != nil {
+			return 0, po.Error
+		}
+		if at == kafka.FirstOffset {
+			return po.FirstOffset, nil
+		}
+		return po.LastOffset, nil
+	}
+	return 0, fmt.Errorf("list offsets of partition %d: no answer: %w", partition, kafka.UnknownTopicOrPartition)
+}
+
+// fetchError describes a failed fetch of a partition for Receive. The
+// fetcher retries by itself, so only a refusal (denied access, an
+// unsupported feature) is permanent; anything else, a deleted topic
+// included, is broker.ErrUnavailable: the consumer logs it and goes on
+// receiving from the other partitions.
+func fetchError(topic string, partition int, err error) error {
+	op := fmt.Sprintf("fetch %q partition %d", topic, partition)
+	switch sentinel(err) {
+	case broker.ErrPermissionDenied, broker.ErrUnsupported:
+		return wrap(context.Background(), op, err)
+	}
+	return fmt.Errorf("kafka: %s: %w: %w", op, broker.ErrUnavailable, err)
+}
+
+// sleep waits d, or returns false when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -215,7 +215,7 @@ func (f *fetcher) hand(ctx context.Context, rr protocol.RecordReader, highWaterM
 				}
 				size := f.hint - seen // what is left if this response is like the last
 				if size <= 0 {
-					size = max(seen, 16) // it is larger
+					size = max(seen, 16) // it is larger: double what it held
 				}
 				size = min(size, maxRun)
 				recs, entries = make([]received, size), make([]entry, size)

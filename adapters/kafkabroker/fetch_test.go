@@ -1,0 +1,111 @@
+package kafkabroker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/adapters/kafkabroker"
+)
+
+// Every codec a publisher can compress with comes back intact through the
+// consumer's fetches: keys, headers, bodies small and large (larger than a
+// fetcher's arena share).
+func TestConsumeCompressed(t *testing.T) {
+	for _, codec := range []kafka.Compression{kafka.Gzip, kafka.Snappy, kafka.Lz4, kafka.Zstd} {
+		t.Run(codec.String(), func(t *testing.T) {
+			b := newBroker(t, &kafkabroker.Options{Compression: codec})
+			topic := newTopic(t, b, 2)
+			p := b.NewPublisher()
+			defer p.Close()
+			sent := map[string]*broker.Message{}
+			var msgs []*broker.Message
+			for i := range 60 {
+				body := bytes.Repeat([]byte{byte(i)}, 10+i)
+				if i%20 == 0 {
+					body = bytes.Repeat([]byte("large "), 20_000) // 120 kB
+				}
+				m := &broker.Message{Key: fmt.Sprintf("k%d", i%7), Body: body, Headers: map[string]string{"n": fmt.Sprint(i)}}
+				msgs = append(msgs, m)
+			}
+			if err := p.Publish(context.Background(), topic, msgs...); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				sent[m.ID] = m
+			}
+			c, err := b.NewConsumer(&broker.ConsumerOptions{Group: "compressed"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var (
+				mu  sync.Mutex
+				got = map[string]bool{}
+			)
+			run(t, c, topic, func(_ context.Context, m *broker.Message) error {
+				want := sent[m.ID]
+				if want == nil || m.Key != want.Key || !bytes.Equal(m.Body, want.Body) || m.Headers["n"] != want.Headers["n"] {
+					t.Errorf("received %q key %q headers %v body %d bytes: not what was sent", m.ID, m.Key, m.Headers, len(m.Body))
+				}
+				mu.Lock()
+				got[m.ID] = true
+				mu.Unlock()
+				return nil
+			})
+			waitFor(t, "every message", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(sent) })
+		})
+	}
+}
+
+// A group whose committed offset is past the end of its partition (the
+// topic was recreated, or retention removed what it had not read) starts
+// over at the initial offset instead of waiting there forever.
+func TestCommittedOffsetOutOfRangeStartsOver(t *testing.T) {
+	b := newBroker(t, nil)
+	topic := newTopic(t, b, 1)
+	p := b.NewPublisher()
+	defer p.Close()
+	msgs := []*broker.Message{{Body: []byte("a")}, {Body: []byte("b")}, {Body: []byte("c")}}
+	if err := p.Publish(context.Background(), topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	const group = "out-of-range"
+	res, err := client(t).OffsetCommit(context.Background(), &kafka.OffsetCommitRequest{
+		GroupID:      kafkabroker.GroupID(group, topic),
+		GenerationID: -1,
+		Topics:       map[string][]kafka.OffsetCommit{topic: {{Partition: 0, Offset: 1000}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range res.Topics[topic] {
+		if pr.Error != nil {
+			t.Fatalf("committing offset 1000: %v", pr.Error)
+		}
+	}
+	c, err := b.NewConsumer(&broker.ConsumerOptions{Group: group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	run(t, c, topic, func(_ context.Context, m *broker.Message) error {
+		mu.Lock()
+		got = append(got, string(m.Body))
+		mu.Unlock()
+		return nil
+	})
+	waitFor(t, "the three messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(got) != "[a b c]" {
+		t.Fatalf("received %v, want [a b c]", got)
+	}
+}

@@ -108,14 +108,27 @@
 //
 // # Throughput
 //
-// A consumer hands over a message in well under a microsecond. Each message
-// costs the consumer about 210 bytes of its own (the portable message and its
-// bookkeeping; kafka-go allocates another 380 for a 256-byte record), and the
-// message's ID, key and header values share the record's bytes instead of
-// copying them. At a million messages a second with handlers that do little,
-// the garbage collector runs often on a small heap and sets the pace: a
-// consumer at that rate that can spare memory does better with a higher GOGC
-// or a GOMEMLIMIT (bench/kafkabench has the figures).
+// A consumer uses kafka-go's ConsumerGroup for membership (join, heartbeats,
+// partition assignment, commits) and reads its partitions itself: for each
+// partition the group assigns it, one Fetch request at a time to the
+// partition's leader, on the connections its publisher side uses too. The
+// records of a response are decoded into runs of up to 256 that share their
+// allocations (the portable messages, their bookkeeping, and their keys and
+// bodies, copied out of kafka-go's pooled buffers), and the consumer takes a
+// whole run at a time. kafka-go's Reader hands over one message per channel
+// operation; measured side by side on a backlog, the consumer receives 1.1x
+// to 1.4x as many messages a second as a loop on a Reader with the same
+// settings (bench/kafkabench).
+//
+// Up to four runs per subscription, and one Fetch response (at most 1 MiB,
+// or one record batch when that is larger) per partition, are held ahead of
+// the handlers. A handler that keeps a message's Body after it returns keeps
+// the 32 KiB buffer it shares with its neighbours.
+//
+// When a partition's leader moves to another broker, its fetches fail until
+// the connections' metadata, refreshed every 6 seconds, names the new
+// leader; the consumer retries them quietly and reports the failure (a
+// logged warning, the other partitions going on) only when it repeats.
 //
 // # As
 //

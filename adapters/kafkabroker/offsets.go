@@ -1,10 +1,6 @@
 package kafkabroker
 
-import (
-	"slices"
-
-	"github.com/segmentio/kafka-go"
-)
+import "slices"
 
 // offsets tracks, for one subscription, which fetched offsets of each
 // partition are finished, so that a commit never passes a message that is
@@ -156,24 +152,26 @@ func (ep *epoch) advance() {
 	}
 }
 
-// commits returns one message per partition whose position moved since the
-// last commit, in the form kafka.Reader.CommitMessages takes (it commits
-// Offset+1).
-func (o *offsets) commits(topic string) []kafka.Message {
-	var out []kafka.Message
+// commits returns the position to commit (the offset after the finished
+// prefix) of every partition whose position moved since the last commit.
+func (o *offsets) commits() map[int]int64 {
+	var out map[int]int64
 	for p, ep := range o.parts {
 		if ep.next > ep.committed {
-			out = append(out, kafka.Message{Topic: topic, Partition: p, Offset: ep.next - 1})
+			if out == nil {
+				out = map[int]int64{}
+			}
+			out[p] = ep.next
 		}
 	}
 	return out
 }
 
-// committed records that the positions in msgs were committed.
-func (o *offsets) committed(msgs []kafka.Message) {
-	for _, m := range msgs {
-		if ep := o.parts[m.Partition]; ep != nil && m.Offset+1 > ep.committed {
-			ep.committed = m.Offset + 1
+// committed records that positions were committed.
+func (o *offsets) committed(positions map[int]int64) {
+	for p, pos := range positions {
+		if ep := o.parts[p]; ep != nil && pos > ep.committed {
+			ep.committed = pos
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package kafkabroker
 
 import (
+	"maps"
 	"slices"
 	"testing"
 
@@ -10,9 +11,7 @@ import (
 // positions returns the committable position per partition.
 func positions(o *offsets) map[int]int64 {
 	out := map[int]int64{}
-	for _, m := range o.commits("t") {
-		out[m.Partition] = m.Offset + 1
-	}
+	maps.Copy(out, o.commits())
 	return out
 }
 
@@ -45,12 +44,12 @@ func TestOffsetsCommitContiguousPrefix(t *testing.T) {
 		t.Fatalf("position = %d, want 12 (offset 12 still running)", got)
 	}
 	es[2].finish(true)
-	msgs := o.commits("t")
-	if len(msgs) != 1 || msgs[0].Offset+1 != 14 {
+	msgs := o.commits()
+	if len(msgs) != 1 || msgs[0] != 14 {
 		t.Fatalf("commits = %+v, want position 14", msgs)
 	}
 	o.committed(msgs)
-	if got := o.commits("t"); len(got) != 0 {
+	if got := o.commits(); len(got) != 0 {
 		t.Fatalf("commits after committing everything: %+v", got)
 	}
 }
@@ -89,8 +88,7 @@ func TestOffsetsRewindAfterRebalance(t *testing.T) {
 	old[0].finish(true)
 	old[1].finish(true)
 	old[3].finish(true)
-	msgs := o.commits("t")
-	o.committed(msgs) // position 2
+	o.committed(o.commits()) // position 2
 	// Offset 2 and 4 are still running when the group restarts at 2.
 	var fresh []*entry
 	var delivered []int64

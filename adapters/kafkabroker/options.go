@@ -177,9 +177,9 @@ type Options struct {
 	// RebalanceTimeout is how long the coordinator waits for members to rejoin
 	// during a rebalance. Zero means DefaultRebalanceTimeout.
 	RebalanceTimeout time.Duration
-	// MaxWait is how long one fetch waits on the broker for new messages. It
-	// also bounds how long closing a consumer or leaving a generation waits
-	// for a fetch in progress. Zero means DefaultMaxWait.
+	// MaxWait is how long one Fetch request waits on the broker for new
+	// messages before it comes back empty; a message that arrives meanwhile
+	// comes back at once. Zero means DefaultMaxWait.
 	MaxWait time.Duration
 
 	// ClientID is sent to the broker with every request, for its logs and

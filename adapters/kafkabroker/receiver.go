@@ -90,7 +90,7 @@ func (r *receiver) Subscribe(ctx context.Context, topic string, cfg driver.Subsc
 		if !errors.Is(err, broker.ErrUnavailable) {
 			return nil, err
 		}
-		// The broker is down: the Reader joins once it is back.
+		// The broker is down: the member joins once it is back.
 		log.Warn("kafka: cannot look up the topic; consuming anyway", "error", err)
 	} else if broker.IsDeadLetterTopic(topic) && co.DeadLetterTopic == "" {
 		// A dead-letter topic's consumer (dlq.Peek, dlq.Redrive) parks
@@ -143,7 +143,7 @@ func (r *receiver) Subscribe(ctx context.Context, topic string, cfg driver.Subsc
 	return s, nil
 }
 
-// Close waits for the Readers of closed subscriptions to leave their groups.
+// Close waits for the members of closed subscriptions to leave their groups.
 func (r *receiver) Close() error {
 	r.leaving.Wait()
 	r.a.release()
@@ -431,10 +431,10 @@ func bytesString(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-// receiveError classifies an error the Reader reported. The Reader keeps
-// reconnecting by itself, so anything not known to be permanent (denied
-// access, a deleted topic) is broker.ErrUnavailable: the consumer pauses and
-// receives again.
+// receiveError classifies a failure to join the group. The group keeps
+// trying by itself, so anything not known to be permanent (denied access, a
+// deleted topic) is broker.ErrUnavailable: the consumer pauses and receives
+// again.
 func (s *subscription) receiveError(err error) error {
 	op := fmt.Sprintf("receive %q", s.topic)
 	switch sentinel(err) {
@@ -501,14 +501,10 @@ func (s *subscription) commit(gen *kafka.Generation) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.mu.Lock()
-	msgs := s.offsets.commits(s.topic)
+	positions := s.offsets.commits()
 	s.mu.Unlock()
-	if len(msgs) == 0 {
+	if len(positions) == 0 {
 		return nil
-	}
-	positions := make(map[int]int64, len(msgs))
-	for _, m := range msgs {
-		positions[m.Partition] = m.Offset + 1
 	}
 	err := gen.CommitOffsets(map[string]map[int]int64{s.topic: positions})
 	s.mu.Lock()
@@ -524,7 +520,7 @@ func (s *subscription) commit(gen *kafka.Generation) error {
 		s.log.Info("kafka: commits succeed again")
 	}
 	s.failing = false
-	s.offsets.committed(msgs)
+	s.offsets.committed(positions)
 	return nil
 }
 
@@ -546,7 +542,7 @@ func (s *subscription) Close() error {
 		err = s.commit(gen)
 	} else {
 		s.mu.Lock()
-		if pending := s.offsets.commits(s.topic); len(pending) > 0 {
+		if pending := s.offsets.commits(); len(pending) > 0 {
 			err = fmt.Errorf("%d partitions have finished messages to commit and the member is in no generation of the group", len(pending))
 		}
 		s.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -325,6 +326,9 @@ type counter struct {
 	seen        atomic.Int64
 	first, last atomic.Int64 // UnixNano
 	done        chan struct{}
+
+	memory        bool // read the allocation counters at the first and the n-th
+	before, after runtime.MemStats
 }
 
 func newCounter(n int) *counter { return &counter{n: int64(n), done: make(chan struct{})} }
@@ -332,12 +336,25 @@ func newCounter(n int) *counter { return &counter{n: int64(n), done: make(chan s
 func (c *counter) add() {
 	k := c.seen.Add(1)
 	if k == 1 {
+		if c.memory {
+			runtime.ReadMemStats(&c.before)
+		}
 		c.first.Store(time.Now().UnixNano())
 	}
 	if k == c.n {
 		c.last.Store(time.Now().UnixNano())
+		if c.memory {
+			runtime.ReadMemStats(&c.after)
+		}
 		close(c.done)
 	}
+}
+
+// perMessage is the bytes and the allocations of the whole process between
+// the first and the n-th message, per message.
+func (c *counter) perMessage() (bytes, allocs float64) {
+	n := float64(c.n - 1)
+	return float64(c.after.TotalAlloc-c.before.TotalAlloc) / n, float64(c.after.Mallocs-c.before.Mallocs) / n
 }
 
 // rate is messages per second between the first and the last message, so that
@@ -375,37 +392,72 @@ func BenchmarkConsume(b *testing.B) {
 	}
 	library := func(conc int) func(b *testing.B) float64 {
 		return func(b *testing.B) float64 {
-			topic := prefill(b)
-			c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: conformance.RandomName("g"), Concurrency: conc})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
 			cnt := newCounter(messages)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			go func() {
-				_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
-			}()
-			cnt.wait(b)
+			consumeLibrary(b, e, prefill(b), conc, cnt)
 			return cnt.rate()
 		}
 	}
 	sidebyside.Compare(b, rounds,
 		sidebyside.Case{Name: "raw", Run: func(b *testing.B) float64 {
-			topic := prefill(b)
-			r := e.rawReader(topic, conformance.RandomName("g"))
-			defer r.Close()
 			cnt := newCounter(messages)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			go rawConsume(ctx, r, cnt)
-			cnt.wait(b)
+			consumeRaw(b, e, prefill(b), cnt)
 			return cnt.rate()
 		}},
 		sidebyside.Case{Name: "library", Run: library(1)},
 		sidebyside.Case{Name: fmt.Sprintf("library-c%d", consumeConcurrency), Run: library(consumeConcurrency)},
 	)
+}
+
+// BenchmarkConsumeMemory: what BenchmarkConsume measures, once for each
+// side, reporting the bytes and the allocations of the whole process per
+// message consumed (publishing is over before the first message arrives).
+func BenchmarkConsumeMemory(b *testing.B) {
+	e := setup(b)
+	p := e.kb.NewPublisher()
+	defer p.Close()
+	prefill := func(b *testing.B) string {
+		topic := e.topic(b)
+		publishN(b, messages, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
+		return topic
+	}
+	for _, side := range []string{"raw", "library"} {
+		cnt := newCounter(messages)
+		cnt.memory = true
+		if side == "raw" {
+			consumeRaw(b, e, prefill(b), cnt)
+		} else {
+			consumeLibrary(b, e, prefill(b), 1, cnt)
+		}
+		bytes, allocs := cnt.perMessage()
+		b.ReportMetric(bytes, side+"-B/msg")
+		b.ReportMetric(allocs, side+"-allocs/msg")
+	}
+}
+
+// consumeLibrary consumes topic with a new group of the adapter, handlers
+// counting into cnt, until cnt has seen every message.
+func consumeLibrary(b *testing.B, e *env, topic string, conc int, cnt *counter) {
+	c, err := e.kb.NewConsumer(&broker.ConsumerOptions{Group: conformance.RandomName("g"), Concurrency: conc})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		_ = c.Consume(ctx, topic, func(context.Context, *broker.Message) error { cnt.add(); return nil })
+	}()
+	cnt.wait(b)
+}
+
+// consumeRaw is consumeLibrary with the raw Reader.
+func consumeRaw(b *testing.B, e *env, topic string, cnt *counter) {
+	r := e.rawReader(topic, conformance.RandomName("g"))
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rawConsume(ctx, r, cnt)
+	cnt.wait(b)
 }
 
 func rawConsume(ctx context.Context, r *kafka.Reader, cnt *counter) {

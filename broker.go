@@ -218,6 +218,22 @@ type Stats struct {
 	Consumers int64
 	// DeadLetters is the number of messages in the dead-letter topic.
 	DeadLetters int64
+	// Partitions is the lag of each partition, in partition order, for
+	// brokers whose topics are partitioned logs (Kafka); Lag is their sum.
+	// nil for queue brokers.
+	Partitions []PartitionLag
+}
+
+// PartitionLag is a consumer group's position in one partition of a topic.
+type PartitionLag struct {
+	Partition int
+	// Committed is where the group resumes: the offset after the last one
+	// it committed, or where it would start when it never committed.
+	Committed int64
+	// End is the offset the next message published to the partition gets.
+	End int64
+	// Lag is End minus Committed: the messages the group has yet to finish.
+	Lag int64
 }
 
 // StatsReader is implemented by consumers (and some publishers) that can report

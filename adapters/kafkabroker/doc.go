@@ -93,7 +93,8 @@
 //
 // A consumer reconnects by itself when the cluster restarts; Consume keeps
 // running and logs the outage. Stats reports, for a group, the lag (end
-// offset minus committed offset, summed over partitions) as Depth and Lag, this
+// offset minus committed offset, summed over partitions) as Depth and Lag,
+// each partition's committed offset, end offset and lag in Partitions, this
 // consumer's unsettled deliveries as InFlight (-1 from a publisher, or for a
 // group this consumer is not in), the group's member count, and as
 // DeadLetters the lag of the dead-letter topic's default group (the group

@@ -283,6 +283,7 @@ func TestStatsLagAndDeadLetters(t *testing.T) {
 	if st.Depth != 10 || st.Lag != 10 || st.InFlight != -1 || st.Consumers != 0 || st.DeadLetters != 0 {
 		t.Fatalf("before consuming: %+v", st)
 	}
+	checkPartitions(t, st, 3)
 	c, err := b.NewConsumer(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -302,8 +303,35 @@ func TestStatsLagAndDeadLetters(t *testing.T) {
 	if st.InFlight != 0 || st.Consumers != 1 {
 		t.Errorf("while consuming: %+v, want InFlight 0 and 1 consumer", st)
 	}
+	checkPartitions(t, st, 3)
+	var ends int64
+	for _, p := range st.Partitions {
+		ends += p.End
+	}
+	if ends != 10 {
+		t.Errorf("partition ends sum to %d, want the 10 messages published: %+v", ends, st.Partitions)
+	}
 	if _, err := c.Stats(context.Background(), conformance.RandomName("missing"), ""); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("Stats of a missing topic = %v, want ErrNotFound", err)
+	}
+}
+
+// checkPartitions checks that st has one PartitionLag per partition of the
+// topic, in order, each End minus Committed, summing to st.Lag.
+func checkPartitions(t *testing.T, st broker.Stats, partitions int) {
+	t.Helper()
+	if len(st.Partitions) != partitions {
+		t.Fatalf("Stats.Partitions = %+v, want %d partitions", st.Partitions, partitions)
+	}
+	var sum int64
+	for i, p := range st.Partitions {
+		if p.Partition != i || p.Lag != p.End-p.Committed || p.Lag < 0 {
+			t.Errorf("partition %d of Stats.Partitions = %+v", i, p)
+		}
+		sum += p.Lag
+	}
+	if sum != st.Lag {
+		t.Errorf("partition lags sum to %d, Lag is %d: %+v", sum, st.Lag, st.Partitions)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/brokerkit/broker"
 	"github.com/segmentio/kafka-go"
@@ -55,12 +56,12 @@ func (a *admin) stats(ctx context.Context, topic, gid, dead string, inFlight int
 	if err := validateTopic(topic); err != nil {
 		return broker.Stats{}, err
 	}
-	lag, err := a.lag(ctx, topic, gid)
+	lag, parts, err := a.lag(ctx, topic, gid)
 	if err != nil {
 		return broker.Stats{}, err
 	}
-	st := broker.Stats{Depth: lag, Lag: lag, InFlight: inFlight, Consumers: -1, DeadLetters: -1}
-	switch n, err := a.lag(ctx, dead, groupID(broker.DefaultGroup, dead, a.opts.GroupIDVerbatim)); {
+	st := broker.Stats{Depth: lag, Lag: lag, InFlight: inFlight, Consumers: -1, DeadLetters: -1, Partitions: parts}
+	switch n, _, err := a.lag(ctx, dead, groupID(broker.DefaultGroup, dead, a.opts.GroupIDVerbatim)); {
 	case err == nil:
 		st.DeadLetters = n
 	case errors.Is(err, broker.ErrNotFound):
@@ -74,11 +75,11 @@ func (a *admin) stats(ctx context.Context, topic, gid, dead string, inFlight int
 }
 
 // lag is how many records of topic the group gid has yet to commit, summed
-// over partitions.
-func (a *admin) lag(ctx context.Context, topic, gid string) (int64, error) {
+// over partitions, and per partition in partition order.
+func (a *admin) lag(ctx context.Context, topic, gid string) (int64, []broker.PartitionLag, error) {
 	spans, err := a.spans(ctx, topic)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	req := &kafka.OffsetFetchRequest{GroupID: gid, Topics: map[string][]int{}}
 	for p := range spans {
@@ -89,16 +90,17 @@ func (a *admin) lag(ctx context.Context, topic, gid string) (int64, error) {
 		err = res.Error
 	}
 	if err != nil {
-		return 0, wrap(ctx, fmt.Sprintf("fetch offsets of group %q", gid), err)
+		return 0, nil, wrap(ctx, fmt.Sprintf("fetch offsets of group %q", gid), err)
 	}
 	committed := map[int]int64{}
 	for _, p := range res.Topics[topic] {
 		if p.Error != nil {
-			return 0, wrap(ctx, fmt.Sprintf("fetch offsets of group %q partition %d", gid, p.Partition), p.Error)
+			return 0, nil, wrap(ctx, fmt.Sprintf("fetch offsets of group %q partition %d", gid, p.Partition), p.Error)
 		}
 		committed[p.Partition] = p.CommittedOffset
 	}
-	var lag int64
+	var total int64
+	parts := make([]broker.PartitionLag, 0, len(spans))
 	for p, sp := range spans {
 		pos, ok := committed[p]
 		if !ok || pos < 0 {
@@ -107,7 +109,11 @@ func (a *admin) lag(ctx context.Context, topic, gid string) (int64, error) {
 				pos = sp.end
 			}
 		}
-		lag += max(0, sp.end-max(pos, sp.first))
+		pos = max(pos, sp.first) // retention removed what it had not read
+		lag := max(0, sp.end-pos)
+		parts = append(parts, broker.PartitionLag{Partition: p, Committed: pos, End: sp.end, Lag: lag})
+		total += lag
 	}
-	return lag, nil
+	slices.SortFunc(parts, func(x, y broker.PartitionLag) int { return x.Partition - y.Partition })
+	return total, parts, nil
 }

@@ -144,3 +144,53 @@ func rabbitQueueExists(t *testing.T, uri, queue string) bool {
 	_, _ = ch.QueueDelete(queue, false, false, false)
 	return true
 }
+
+// stats --partitions adds a table of each partition's committed offset, end
+// and lag where topics are partitioned logs (Kafka: the lags sum to the lag
+// column, the three keyed messages on one partition), and nothing elsewhere.
+func TestStatsPartitions(t *testing.T) {
+	for _, tg := range targets {
+		t.Run(tg.Name, func(t *testing.T) {
+			topic := conformance.RandomName("ctl")
+			u := tg.open(t, topic)
+			if code, out, errOut := ctl(t, u, "a\nb\nc\n", "publish", "--key", "k", topic); code != 0 {
+				t.Fatalf("publish: exit %d: %s %s", code, out, errOut)
+			}
+			waitFor(t, "stats to show depth 3", func() bool {
+				code, out, _ := ctl(t, u, "", "stats", topic)
+				return code == 0 && rowHas(out, topic, "3")
+			})
+			code, out, errOut := ctl(t, u, "", "stats", "--partitions", topic)
+			if code != 0 {
+				t.Fatalf("stats --partitions: exit %d: %s", code, errOut)
+			}
+			tables := strings.Split(strings.TrimSpace(out), "\n\n")
+			if tg.Name != brokertest.Kafka.Name {
+				if len(tables) != 1 {
+					t.Fatalf("a partition table on %s:\n%s", tg.Name, out)
+				}
+				return
+			}
+			if len(tables) != 2 {
+				t.Fatalf("want the stats table and the partition table:\n%s", out)
+			}
+			rows := strings.Split(tables[1], "\n")
+			if got := strings.Join(strings.Fields(rows[0]), " "); got != "topic partition committed end lag" {
+				t.Fatalf("partition table header %q", got)
+			}
+			var lags []string
+			for _, row := range rows[1:] {
+				f := strings.Fields(row)
+				if len(f) != 5 || f[0] != topic {
+					t.Fatalf("partition row %q", row)
+				}
+				if f[4] != "0" {
+					lags = append(lags, f[4])
+				}
+			}
+			if len(rows) < 2 || len(lags) != 1 || lags[0] != "3" {
+				t.Fatalf("want one partition with lag 3, the others 0:\n%s", tables[1])
+			}
+		})
+	}
+}

@@ -237,6 +237,7 @@ func cmdStats(ctx context.Context, e *env, args []string) int {
 	group := fs.String("group", "", "consumer group (default: the default group)")
 	watch := fs.Duration("watch", 0, "refresh at this interval, showing the rate of change (0: once)")
 	rounds := fs.Int("rounds", 0, "with --watch, stop after this many refreshes (0: until interrupted)")
+	partitions := fs.Bool("partitions", false, "also show each partition's committed offset, end offset and lag (Kafka)")
 	if code, ok := parse(fs, args, 1, -1); !ok {
 		return code
 	}
@@ -262,10 +263,14 @@ func cmdStats(ctx context.Context, e *env, args []string) int {
 		now := time.Now()
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "topic\tdepth\tin-flight\tlag\tconsumers\tdead-letters\tdepth/s\t")
+		var parts []string // rows of the partition table
 		for _, topic := range fs.Args() {
 			s, err := sr.Stats(ctx, topic, *group)
 			if err != nil {
 				return e.fail(err)
+			}
+			for _, p := range s.Partitions {
+				parts = append(parts, fmt.Sprintf("%s\t%d\t%d\t%d\t%d\t", topic, p.Partition, p.Committed, p.End, p.Lag))
 			}
 			rate := "-"
 			if p, ok := prev[topic]; ok && s.Depth >= 0 && p.Depth >= 0 {
@@ -276,6 +281,15 @@ func cmdStats(ctx context.Context, e *env, args []string) int {
 				figure(s.Lag), figure(s.Consumers), figure(s.DeadLetters), rate)
 		}
 		tw.Flush()
+		if *partitions && len(parts) > 0 {
+			fmt.Fprintln(e.stdout)
+			tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "topic\tpartition\tcommitted\tend\tlag\t")
+			for _, row := range parts {
+				fmt.Fprintln(tw, row)
+			}
+			tw.Flush()
+		}
 		prevAt = now
 		if *watch <= 0 || *rounds > 0 && round >= *rounds {
 			return exitOK

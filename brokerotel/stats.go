@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -26,6 +27,10 @@ const (
 	MetricConsumers = "brokerkit.queue.consumers"
 	// MetricDeadLetters is Stats.DeadLetters: messages in the dead-letter topic.
 	MetricDeadLetters = "brokerkit.queue.dead_letters"
+	// MetricPartitionLag is the Lag of each of Stats.Partitions, with
+	// messaging.destination.partition.id besides the target's attributes;
+	// only brokers with partitioned topics (Kafka) report it.
+	MetricPartitionLag = "brokerkit.queue.partition.lag"
 )
 
 // Target names a topic and consumer group whose broker.Stats ObserveStats
@@ -39,7 +44,7 @@ type Target struct {
 }
 
 // ObserveStats registers observable gauges (MetricDepth, MetricQueueInFlight,
-// MetricLag, MetricConsumers, MetricDeadLetters) for each target on the
+// MetricLag, MetricConsumers, MetricDeadLetters, MetricPartitionLag) for each target on the
 // configured meter. Each collection by the meter's reader calls sr.Stats once
 // per target, in order, with the collection's context; nothing runs between
 // collections, so a slow broker slows the scrape and nothing else. A figure of
@@ -61,6 +66,7 @@ func ObserveStats(sr broker.StatsReader, targets []Target, opts ...Option) (unre
 	type observed struct {
 		Target
 		attrs metric.ObserveOption
+		base  []attribute.KeyValue // attrs' attributes, for the partitions' sets
 	}
 	obs := make([]observed, len(targets))
 	for i, t := range targets {
@@ -70,11 +76,12 @@ func ObserveStats(sr broker.StatsReader, targets []Target, opts ...Option) (unre
 		if t.Group == "" {
 			t.Group = c.group
 		}
-		obs[i] = observed{Target: t, attrs: metric.WithAttributeSet(attribute.NewSet(
+		base := []attribute.KeyValue{
 			semconv.MessagingSystemKey.String(c.system),
 			semconv.MessagingDestinationName(t.Topic),
 			semconv.MessagingConsumerGroupName(t.Group),
-		))}
+		}
+		obs[i] = observed{Target: t, attrs: metric.WithAttributeSet(attribute.NewSet(base...)), base: base}
 	}
 
 	m := c.meter()
@@ -88,6 +95,7 @@ func ObserveStats(sr broker.StatsReader, targets []Target, opts ...Option) (unre
 	lag := gauge(MetricLag, "{message}", "How far the consumer group is behind the newest message.")
 	consumers := gauge(MetricConsumers, "{consumer}", "Consumers attached to the consumer group.")
 	deadLetters := gauge(MetricDeadLetters, "{message}", "Messages in the dead-letter topic.")
+	partitionLag := gauge(MetricPartitionLag, "{message}", "How far the consumer group is behind the newest message of a partition.")
 
 	reg, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		var errs []error
@@ -105,9 +113,13 @@ func ObserveStats(sr broker.StatsReader, targets []Target, opts ...Option) (unre
 					o.ObserveInt64(f.g, f.v, t.attrs)
 				}
 			}
+			for _, p := range st.Partitions {
+				attrs := append(t.base[:len(t.base):len(t.base)], semconv.MessagingDestinationPartitionID(strconv.Itoa(p.Partition)))
+				o.ObserveInt64(partitionLag, p.Lag, metric.WithAttributeSet(attribute.NewSet(attrs...)))
+			}
 		}
 		return errors.Join(errs...)
-	}, depth, inFlight, lag, consumers, deadLetters)
+	}, depth, inFlight, lag, consumers, deadLetters, partitionLag)
 	if err != nil {
 		return nil, fmt.Errorf("brokerotel: ObserveStats: %w", err)
 	}

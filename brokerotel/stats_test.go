@@ -118,6 +118,37 @@ func TestObserveStatsUnknownAndErrors(t *testing.T) {
 	}
 }
 
+// Each of Stats.Partitions is a point of MetricPartitionLag, told apart by
+// messaging.destination.partition.id; a broker without partitions reports
+// none.
+func TestObserveStatsPartitionLag(t *testing.T) {
+	mp, reader := newMeter(t)
+	sr := statsFunc(func(topic, group string) (broker.Stats, error) {
+		st := broker.Stats{Depth: 5, InFlight: 0, Lag: 5, Consumers: 1, DeadLetters: 0}
+		if topic == "log" {
+			st.Partitions = []broker.PartitionLag{{Partition: 0, Committed: 2, End: 2}, {Partition: 1, Committed: 1, End: 6, Lag: 5}}
+		}
+		return st, nil
+	})
+	_, err := brokerotel.ObserveStats(sr, []brokerotel.Target{{Topic: "log"}, {Topic: "queue"}}, brokerotel.WithMeterProvider(mp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := collect(t, reader)
+	for id, want := range map[string]int64{"0": 0, "1": 5} {
+		got, ok := gauge(rm, brokerotel.MetricPartitionLag, semconv.MessagingDestinationName("log"), semconv.MessagingDestinationPartitionID(id))
+		if !ok || got != want {
+			t.Errorf("partition %s lag = %d (%v), want %d", id, got, ok, want)
+		}
+	}
+	if _, ok := gauge(rm, brokerotel.MetricPartitionLag, semconv.MessagingDestinationName("queue")); ok {
+		t.Error("partition lag reported for a target without partitions")
+	}
+	if got, ok := gauge(rm, brokerotel.MetricLag, semconv.MessagingDestinationName("log")); !ok || got != 5 {
+		t.Errorf("lag = %d (%v), want 5", got, ok)
+	}
+}
+
 func collectAllowingErrors(t *testing.T, r *sdkmetric.ManualReader, want error) metricdata.ResourceMetrics {
 	t.Helper()
 	var rm metricdata.ResourceMetrics

@@ -109,3 +109,73 @@ func TestCommittedOffsetOutOfRangeStartsOver(t *testing.T) {
 		t.Fatalf("received %v, want [a b c]", got)
 	}
 }
+
+// Partitions added to a topic while a group consumes it are picked up (the
+// generation watching the partition count ends, the next one assigns them)
+// and their messages delivered, with nothing lost from the others.
+func TestPartitionsAddedWhileConsuming(t *testing.T) {
+	b := newBroker(t, nil)
+	topic := newTopic(t, b, 1)
+	c, err := b.NewConsumer(&broker.ConsumerOptions{Group: "growing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu         sync.Mutex
+		got        = map[string]bool{}
+		partitions = map[int]bool{}
+	)
+	run(t, c, topic, func(_ context.Context, m *broker.Message) error {
+		var km kafka.Message
+		if !m.As(&km) {
+			t.Error("As(*kafka.Message) = false")
+		}
+		mu.Lock()
+		got[m.ID] = true
+		partitions[km.Partition] = true
+		mu.Unlock()
+		return nil
+	})
+	publish := func(p broker.Publisher, prefix string) []string {
+		var ids []string
+		for i := range 30 {
+			m := &broker.Message{ID: fmt.Sprintf("%s-%d", prefix, i), Key: fmt.Sprintf("key-%d", i), Body: []byte("x")}
+			if err := p.Publish(context.Background(), topic, m); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, m.ID)
+		}
+		return ids
+	}
+	p := b.NewPublisher()
+	defer p.Close()
+	ids := publish(p, "before")
+	waitFor(t, "the first messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(ids) })
+
+	res, err := client(t).CreatePartitions(context.Background(), &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 3}},
+	})
+	if err == nil {
+		err = res.Errors[topic]
+	}
+	if err != nil {
+		t.Fatalf("CreatePartitions: %v", err)
+	}
+	waitFor(t, "3 partitions with leaders", func() bool { return partitionCount(t, topic) == 3 })
+	// A new Broker: its metadata lists the new partitions at once, so 30
+	// keys spread over all three.
+	p2 := newBroker(t, nil).NewPublisher()
+	defer p2.Close()
+	ids = append(ids, publish(p2, "after")...)
+	waitFor(t, "every message", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(ids) })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(partitions) != 3 {
+		t.Fatalf("messages came from partitions %v, want all 3", partitions)
+	}
+	for _, id := range ids {
+		if !got[id] {
+			t.Errorf("message %s lost", id)
+		}
+	}
+}

@@ -170,3 +170,36 @@ func TestReusableRecords(t *testing.T) {
 		}
 	}
 }
+
+// A consumer stops on a refusal and pauses on anything else: joinError and
+// fetchError decide which, and keep the kafka-go error reachable.
+func TestJoinAndFetchErrors(t *testing.T) {
+	s := &subscription{topic: "t"}
+	for _, c := range []struct {
+		err        error
+		join, fetch error // the sentinel each must wrap
+	}{
+		{kafka.GroupAuthorizationFailed, broker.ErrPermissionDenied, broker.ErrPermissionDenied},
+		{kafka.TopicAuthorizationFailed, broker.ErrPermissionDenied, broker.ErrPermissionDenied},
+		{kafka.InvalidSessionTimeout, broker.ErrInvalidArgument, broker.ErrUnavailable},
+		{kafka.UnsupportedVersion, broker.ErrUnsupported, broker.ErrUnsupported},
+		{kafka.UnknownTopicOrPartition, broker.ErrUnavailable, broker.ErrUnavailable},
+		{kafka.NotLeaderForPartition, broker.ErrUnavailable, broker.ErrUnavailable},
+		{kafka.GroupCoordinatorNotAvailable, broker.ErrUnavailable, broker.ErrUnavailable},
+		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), broker.ErrUnavailable, broker.ErrUnavailable},
+		{io.ErrUnexpectedEOF, broker.ErrUnavailable, broker.ErrUnavailable},
+	} {
+		for _, got := range []struct {
+			name string
+			err  error
+			want error
+		}{{"join", s.joinError(c.err), c.join}, {"fetch", fetchError("t", 1, c.err), c.fetch}} {
+			if !errors.Is(got.err, got.want) || !errors.Is(got.err, c.err) {
+				t.Errorf("%s error of %v = %v, want it to wrap %v and the cause", got.name, c.err, got.err, got.want)
+			}
+			if got.want != broker.ErrUnavailable && errors.Is(got.err, broker.ErrUnavailable) {
+				t.Errorf("%s error of %v = %v: a refusal must not read as unavailable", got.name, c.err, got.err)
+			}
+		}
+	}
+}

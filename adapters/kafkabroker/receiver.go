@@ -214,7 +214,7 @@ func (s *subscription) follow() {
 				return
 			}
 			// The group tries again by itself, after joinGroupBackoff.
-			s.report(s.receiveError(err))
+			s.report(s.joinError(err))
 			continue
 		}
 		s.mu.Lock()
@@ -431,17 +431,20 @@ func bytesString(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-// receiveError classifies a failure to join the group. The group keeps
-// trying by itself, so anything not known to be permanent (denied access, a
-// deleted topic) is broker.ErrUnavailable: the consumer pauses and receives
-// again.
-func (s *subscription) receiveError(err error) error {
-	op := fmt.Sprintf("receive %q", s.topic)
+// joinError classifies a failure to join the group. The group keeps trying by
+// itself, so only a refusal (denied access, settings the broker rejects, a
+// feature it lacks) is permanent and ends Consume; anything else is
+// broker.ErrUnavailable, which the consumer logs before receiving again. A
+// topic the coordinator does not know yet is among those: metadata reaches
+// the brokers of a cluster one after the other, and a topic created a moment
+// ago may be missing from one of them.
+func (s *subscription) joinError(err error) error {
+	op := fmt.Sprintf("join the group of %q", s.topic)
 	switch sentinel(err) {
-	case broker.ErrPermissionDenied, broker.ErrNotFound, broker.ErrInvalidArgument, broker.ErrUnsupported:
+	case broker.ErrPermissionDenied, broker.ErrInvalidArgument, broker.ErrUnsupported:
 		return wrap(context.Background(), op, err)
 	}
-	return unavailable(op, err)
+	return fmt.Errorf("kafka: %s: %w: %w", op, broker.ErrUnavailable, err)
 }
 
 // Ack marks the delivery finished; the commit loop commits it with its

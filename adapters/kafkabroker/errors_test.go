@@ -176,7 +176,7 @@ func TestReusableRecords(t *testing.T) {
 func TestJoinAndFetchErrors(t *testing.T) {
 	s := &subscription{topic: "t"}
 	for _, c := range []struct {
-		err        error
+		err         error
 		join, fetch error // the sentinel each must wrap
 	}{
 		{kafka.GroupAuthorizationFailed, broker.ErrPermissionDenied, broker.ErrPermissionDenied},

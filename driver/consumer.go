@@ -240,7 +240,7 @@ fetch:
 		case errors.Is(err, broker.ErrUnavailable):
 			pause = min(2*pause+100*time.Millisecond, 5*time.Second)
 			r.log.Warn("broker: receive failed; retrying", "error", err, "pause", pause)
-			if !sleep(r.fetchCtx, pause) {
+			if !Sleep(r.fetchCtx, pause) {
 				break fetch
 			}
 		default:
@@ -384,7 +384,7 @@ func (r *run) process(d *Delivery) {
 			r.nack(d, delay)
 			return
 		}
-		if !sleep(r.fetchCtx, delay) {
+		if !Sleep(r.fetchCtx, delay) {
 			r.release(d)
 			return
 		}
@@ -437,7 +437,7 @@ func (r *run) deadLetter(d *Delivery, cause error, first, last time.Time, inProc
 			r.nack(d, delay)
 			return
 		}
-		if !sleep(r.fetchCtx, delay) {
+		if !Sleep(r.fetchCtx, delay) {
 			r.release(d)
 			return
 		}
@@ -460,8 +460,9 @@ func (r *run) nack(d *Delivery, delay time.Duration) {
 // consumer is stopping.
 func (r *run) release(d *Delivery) { r.nack(d, 0) }
 
-// sleep waits for d or until ctx ends, reporting whether the full wait elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits for d or until ctx ends, reporting whether the full wait
+// elapsed: the pause of an adapter's retry loop.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}

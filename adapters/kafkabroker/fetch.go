@@ -12,6 +12,7 @@ import (
 	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
 
 	"github.com/brokerkit/broker"
+	"github.com/brokerkit/broker/driver"
 )
 
 const (
@@ -114,7 +115,7 @@ func (s *subscription) fetch(ctx context.Context, gen *kafka.Generation, pa kafk
 			s.report(fetchError(s.topic, pa.ID, err))
 		}
 		backoff = min(max(2*backoff, fetchBackoffMin), fetchBackoffMax)
-		if !sleep(ctx, backoff) {
+		if !driver.Sleep(ctx, backoff) {
 			return
 		}
 	}
@@ -331,16 +332,4 @@ func fetchError(topic string, partition int, err error) error {
 		return wrap(context.Background(), op, err)
 	}
 	return fmt.Errorf("kafka: %s: %w: %w", op, broker.ErrUnavailable, err)
-}
-
-// sleep waits d, or returns false when ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -383,13 +383,7 @@ func (c *counter) wait(b *testing.B) {
 // ratios to raw (run with -benchtime 1x).
 func BenchmarkConsume(b *testing.B) {
 	e := setup(b)
-	p := e.kb.NewPublisher()
-	defer p.Close()
-	prefill := func(b *testing.B) string {
-		topic := e.topic(b)
-		publishN(b, messages, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
-		return topic
-	}
+	prefill := e.backlog(b)
 	library := func(conc int) func(b *testing.B) float64 {
 		return func(b *testing.B) float64 {
 			cnt := newCounter(messages)
@@ -413,13 +407,7 @@ func BenchmarkConsume(b *testing.B) {
 // message consumed (publishing is over before the first message arrives).
 func BenchmarkConsumeMemory(b *testing.B) {
 	e := setup(b)
-	p := e.kb.NewPublisher()
-	defer p.Close()
-	prefill := func(b *testing.B) string {
-		topic := e.topic(b)
-		publishN(b, messages, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
-		return topic
-	}
+	prefill := e.backlog(b)
 	for _, side := range []string{"raw", "library"} {
 		cnt := newCounter(messages)
 		cnt.memory = true
@@ -431,6 +419,18 @@ func BenchmarkConsumeMemory(b *testing.B) {
 		bytes, allocs := cnt.perMessage()
 		b.ReportMetric(bytes, side+"-B/msg")
 		b.ReportMetric(allocs, side+"-allocs/msg")
+	}
+}
+
+// backlog returns a function that makes a new topic holding `messages`
+// messages, published by the library before it returns.
+func (e *env) backlog(b *testing.B) func(b *testing.B) string {
+	p := e.kb.NewPublisher()
+	b.Cleanup(func() { _ = p.Close() })
+	return func(b *testing.B) string {
+		topic := e.topic(b)
+		publishN(b, messages, func(ctx context.Context, k int) error { return p.Publish(ctx, topic, libraryBatch(k)...) })
+		return topic
 	}
 }
 

@@ -34,10 +34,6 @@ const (
 	// partition fetches again after a failed fetch.
 	fetchBackoffMin = 100 * time.Millisecond
 	fetchBackoffMax = time.Second
-	// arenaChunk is the size of the buffers a fetcher copies record keys and
-	// values into, many records to a buffer; a value larger than
-	// arenaChunk/8 gets an allocation of its own.
-	arenaChunk = 32 << 10
 )
 
 // run is a run of consecutive records of one partition, fetched in a
@@ -51,7 +47,7 @@ type run struct {
 // requests to the partition's leader on the shared transport, one at a time,
 // each from the offset after the last record it returned. It decodes the
 // records into runs for Receive, copying keys and values out of kafka-go's
-// pooled buffers into its arena.
+// pooled buffers.
 //
 // kafka-go's Reader does the same over a connection of its own per
 // partition and hands Receive one message at a time through a channel;
@@ -63,7 +59,6 @@ type fetcher struct {
 	partition int
 	offset    int64 // the next offset to fetch
 	hint      int   // records in the last response, to size the next run
-	arena     []byte
 	req       fetchapi.Request
 }
 
@@ -260,28 +255,18 @@ func recordBatches(rr protocol.RecordReader) []protocol.RecordReader {
 	return []protocol.RecordReader{rr}
 }
 
-// copy reads b, a key or value in kafka-go's pooled buffers, into the
-// fetcher's arena and releases it. nil stays nil.
+// copy reads b, a key or value in kafka-go's pooled buffers, into a slice
+// of its own, and releases it. nil stays nil.
+//
+// Each gets its own allocation, as kafka-go's Reader gives them: carving
+// them out of shared buffers measured within the noise (bench/kafkabench),
+// and a handler that keeps one body would keep its neighbours too.
 func (f *fetcher) copy(b protocol.Bytes) []byte {
 	if b == nil {
 		return nil
 	}
 	defer b.Close()
-	n := b.Len()
-	if n == 0 {
-		return []byte{}
-	}
-	var out []byte
-	if n > arenaChunk/8 {
-		out = make([]byte, n)
-	} else {
-		if cap(f.arena)-len(f.arena) < n {
-			f.arena = make([]byte, 0, arenaChunk)
-		}
-		l := len(f.arena)
-		f.arena = f.arena[:l+n]
-		out = f.arena[l : l+n : l+n]
-	}
+	out := make([]byte, b.Len())
 	if _, err := io.ReadFull(b, out); err != nil {
 		// The bytes are in memory already: a short read is a bug in the
 		// decoder, not a network failure.

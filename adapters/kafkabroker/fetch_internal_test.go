@@ -148,4 +148,18 @@ func TestReceiveDropsRunsOfAnEndedGeneration(t *testing.T) {
 	if err != nil || len(ds) != 1 || ds[0].Message.ID != "t/0/8" {
 		t.Fatalf("second Receive = %v, %v; want offset 8", ds, err)
 	}
+
+	// What is left of a run when its generation ends is dropped too.
+	s.runs <- mk(cur, 9, 10, 11, 12)
+	if ds, err = s.Receive(context.Background(), 2); err != nil || len(ds) != 2 || ds[1].Message.ID != "t/0/10" {
+		t.Fatalf("third Receive = %v, %v; want offsets 9-10", ds, err)
+	}
+	next := &kafka.Generation{}
+	s.mu.Lock()
+	s.gen = next
+	s.mu.Unlock()
+	s.runs <- mk(next, 0)
+	if ds, err = s.Receive(context.Background(), 4); err != nil || len(ds) != 1 || ds[0].Message.ID != "t/0/0" {
+		t.Fatalf("Receive after the generation ended = %v, %v; want only offset 0 of the new one", ds, err)
+	}
 }

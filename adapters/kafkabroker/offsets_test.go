@@ -173,12 +173,12 @@ func TestDeliveriesKeepUndeliveredEntries(t *testing.T) {
 		}
 		return rs
 	}
-	first := s.deliveries(nil, slab(0, 1, 2))
+	first, _ := s.deliveries(nil, slab(0, 1, 2), nil)
 	if len(first) != 3 {
 		t.Fatalf("first batch: %d deliveries, want 3", len(first))
 	}
 	// The group restarts the partition at 0 while 0-2 still run.
-	again := s.deliveries(nil, slab(0, 1, 2, 3))
+	again, _ := s.deliveries(nil, slab(0, 1, 2, 3), nil)
 	if len(again) != 1 || again[0].Message.ID != "t/0/3" {
 		t.Fatalf("after the rewind: %d deliveries (%v), want only offset 3", len(again), again)
 	}

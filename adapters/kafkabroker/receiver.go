@@ -188,10 +188,11 @@ type subscription struct {
 	stopLoop context.CancelFunc
 	done     chan struct{} // closed when follow returned
 
-	runs  chan run   // fetched runs of records, in each partition's order
-	errs  chan error // the latest failure to join or fetch, for Receive
-	rest  []received // what is left of the run Receive took last
-	batch []*driver.Delivery
+	runs    chan run          // fetched runs of records, in each partition's order
+	errs    chan error        // the latest failure to join or fetch, for Receive
+	rest    []received        // what is left of the run Receive took last
+	restGen *kafka.Generation // the generation rest was fetched in
+	batch   []*driver.Delivery
 
 	commitMu sync.Mutex // one commit at a time, so positions only move forward
 
@@ -287,7 +288,11 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 				break
 			}
 			n := min(len(s.rest), max-len(ds))
-			ds = s.deliveries(ds, s.rest[:n])
+			var current bool
+			if ds, current = s.deliveries(ds, s.rest[:n], s.restGen); !current {
+				s.rest = nil
+				continue
+			}
 			s.rest = s.rest[n:]
 		}
 		clear(ds[len(ds):cap(ds)]) // let earlier runs go
@@ -300,20 +305,15 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 	}
 }
 
-// take makes r the run Receive hands out next, unless it was fetched in a
-// generation that has ended: the group restarts every partition at its
-// committed offset in the next one, so its records come again.
-func (s *subscription) take(r run) {
-	s.mu.Lock()
-	current := r.gen == s.gen
-	s.mu.Unlock()
-	if current {
-		s.rest = r.recs
-	}
-}
+// take makes r the run Receive hands out next.
+func (s *subscription) take(r run) { s.rest, s.restGen = r.recs, r.gen }
 
 // deliveries records the fetched records rs in the offsets and appends to
-// ds the deliveries of those not already handled or being handled.
+// ds the deliveries of those not already handled or being handled. When
+// gen, the generation rs was fetched in, has ended, it records and appends
+// nothing and reports false: the group restarts every partition at its
+// committed offset in the next generation, so those records come again,
+// from whichever member the partition goes to.
 //
 // The offset entries are allocated apart from the records, in a slab of
 // their own: the offsets keep an entry until every earlier offset of its
@@ -322,15 +322,19 @@ func (s *subscription) take(r run) {
 // body it points to are garbage as soon as the handler is done with them.
 // Kept in one allocation, an entry would keep its whole run, bodies and
 // all, in memory behind the slow message.
-func (s *subscription) deliveries(ds []*driver.Delivery, rs []received) []*driver.Delivery {
+func (s *subscription) deliveries(ds []*driver.Delivery, rs []received, gen *kafka.Generation) ([]*driver.Delivery, bool) {
 	s.mu.Lock()
+	if gen != s.gen {
+		s.mu.Unlock()
+		return ds, false
+	}
 	for i := range rs {
 		if e := rs[i].entry(); s.offsets.track(e, int(e.partition), e.offset) {
 			ds = append(ds, &rs[i].delivery)
 		}
 	}
 	s.mu.Unlock()
-	return ds
+	return ds, true
 }
 
 // received is one fetched message, allocated with the others of its batch:

@@ -232,7 +232,8 @@ type PartitionLag struct {
 	Committed int64
 	// End is the offset the next message published to the partition gets.
 	End int64
-	// Lag is End minus Committed: the messages the group has yet to finish.
+	// Lag is End minus Committed (0 when Committed is past End): the
+	// messages the group has yet to finish.
 	Lag int64
 }
 

@@ -171,6 +171,7 @@ func testStatsDepth(t *testing.T, h Harness) {
 		if err != nil {
 			t.Fatalf("Stats: %v", err)
 		}
+		checkPartitionLags(t, s)
 		return s
 	}
 	publish(t, h, p, topic, numbered("s", 5)...)
@@ -182,4 +183,27 @@ func testStatsDepth(t *testing.T, h Harness) {
 		s := stats()
 		return s.Depth == 0 && s.InFlight <= 0
 	})
+}
+
+// checkPartitionLags checks what an adapter reports per partition, when it
+// does: partitions in order, each lag its end minus its committed offset,
+// the lags summing to Lag.
+func checkPartitionLags(t *testing.T, s broker.Stats) {
+	t.Helper()
+	if s.Partitions == nil {
+		return
+	}
+	var sum int64
+	for i, p := range s.Partitions {
+		if i > 0 && p.Partition <= s.Partitions[i-1].Partition {
+			t.Fatalf("Stats.Partitions out of order: %+v", s.Partitions)
+		}
+		if p.Lag < 0 || p.Lag != max(0, p.End-p.Committed) {
+			t.Fatalf("Stats.Partitions: partition %d has lag %d, end %d, committed %d", p.Partition, p.Lag, p.End, p.Committed)
+		}
+		sum += p.Lag
+	}
+	if sum != s.Lag {
+		t.Fatalf("Stats.Partitions lags sum to %d, Lag is %d: %+v", sum, s.Lag, s.Partitions)
+	}
 }

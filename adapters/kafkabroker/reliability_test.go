@@ -2,6 +2,7 @@ package kafkabroker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -184,5 +185,79 @@ func TestReliabilityKafkaRestart(t *testing.T) {
 		published.Load(), lone, publishErrors, unique, dups, dead, lost, time.Since(start).Round(time.Millisecond))
 	if lost != 0 {
 		t.Fatalf("%d messages lost", lost)
+	}
+}
+
+// TestReliabilityKafkaConsumerStartsFirst starts a consumer while Kafka is
+// down, as a service may boot before its broker: once Kafka is up, the
+// consumer joins by itself and receives what was published before the
+// outage and what is published after it, without a restart of the caller.
+func TestReliabilityKafkaConsumerStartsFirst(t *testing.T) {
+	if os.Getenv("BROKERKIT_RELIABILITY") != "1" {
+		t.Skip("set BROKERKIT_RELIABILITY=1 (make test-reliability): this test stops and starts Kafka")
+	}
+	if err := brokersScript(t, "status", "kafka"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but Kafka is not run by scripts/brokers.sh, so this test cannot stop it: %v", err)
+		}
+		t.Skipf("Kafka is not run by scripts/brokers.sh, so this test cannot stop it: %v", err)
+	}
+	b := newBroker(t, nil)
+	topic := newTopic(t, b, 3)
+	t.Cleanup(func() {
+		if err := brokersScript(t, "up", "kafka"); err != nil {
+			t.Errorf("restarting Kafka: %v", err)
+		}
+	})
+	batch := func(prefix string) []*broker.Message {
+		msgs := make([]*broker.Message, 100)
+		for i := range msgs {
+			msgs[i] = &broker.Message{ID: fmt.Sprintf("%s-%03d", prefix, i), Key: fmt.Sprintf("k%d", i%10), Body: []byte("x")}
+		}
+		return msgs
+	}
+	p := b.NewPublisher()
+	defer p.Close()
+	if err := p.Publish(context.Background(), topic, batch("before")...); err != nil {
+		t.Fatal(err)
+	}
+	cb := newBroker(t, nil) // its own connections, as another process would have
+	if err := brokersScript(t, "down", "kafka"); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		handled = map[string]bool{}
+	)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := cb.NewConsumer(&broker.ConsumerOptions{Group: "starts-first", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, c, topic, func(_ context.Context, m *broker.Message) error {
+		mu.Lock()
+		handled[m.ID] = true
+		mu.Unlock()
+		return nil
+	})
+	time.Sleep(3 * time.Second) // the consumer runs against a cluster that is down
+	mu.Lock()
+	early := len(handled)
+	mu.Unlock()
+	if early != 0 {
+		t.Fatalf("%d messages handled while Kafka was down", early)
+	}
+	start := time.Now()
+	if err := brokersScript(t, "up", "kafka"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Kafka is up after %v", time.Since(start).Round(time.Millisecond))
+	if err := p.Publish(context.Background(), topic, batch("after")...); err != nil {
+		t.Fatalf("publishing after the outage: %v", err)
+	}
+	waitFor(t, "the 200 messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == 200 })
+	t.Logf("200 of 200 handled %v after Kafka was started", time.Since(start).Round(time.Millisecond))
+	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("Consume: %v", err)
 	}
 }

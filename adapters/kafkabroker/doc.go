@@ -128,10 +128,15 @@
 // allocation (184 bytes a message, 47 KB for a full run) until the last message of the run
 // is let go.
 //
-// When a partition's leader moves to another broker, its fetches fail until
-// the connections' metadata, refreshed every 6 seconds, names the new
-// leader; the consumer retries them quietly and reports the failure (a
-// logged warning, the other partitions going on) only when it repeats.
+// When a partition's leader moves to another broker, or partitions are added
+// to the topic, their fetches fail until the connections' metadata, refreshed
+// at least every 6 seconds, names the leader; the consumer retries them and
+// reports a failure (a logged warning, the other partitions going on) only
+// when it repeats.
+//
+// Consumers read with the read-committed isolation level and skip control
+// records (transaction markers); like kafka-go's Reader, they do not filter
+// out the records of aborted transactions.
 //
 // # As
 //

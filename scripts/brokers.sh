@@ -6,6 +6,8 @@
 #   scripts/brokers.sh down   [service...]   stop
 #   scripts/brokers.sh status [service...]   print "<service> ready|down"; non-zero if any is down
 #   scripts/brokers.sh env                   print the endpoints as shell export lines
+#   scripts/brokers.sh classpath kafka       print the Java classpath of the installed Kafka
+#                                            (its client jars, for tests that drive a Java client)
 #
 # Services: rabbitmq kafka sqs redis postgres (default: all five).
 #   rabbitmq  RabbitMQ from Debian's rabbitmq-server package, guest/guest on 5672
@@ -605,6 +607,14 @@ cmd_env() {
 	EOF
 }
 
+# cmd_classpath kafka: the classpath of the installed Kafka's jars; fails when
+# Kafka is not installed.
+cmd_classpath() {
+	[[ $# == 1 && $1 == kafka ]] || die "classpath: only kafka has one"
+	[[ -d $KAFKA_DIR/libs ]] || die "classpath: Kafka is not installed under $KAFKA_DIR (scripts/brokers.sh up kafka)"
+	echo "$KAFKA_DIR/libs/*"
+}
+
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
 	exit 2
@@ -632,6 +642,7 @@ main() {
 		;;
 	status) cmd_status "$@" ;;
 	env) cmd_env ;;
+	classpath) cmd_classpath "$@" ;;
 	-h | --help | help) usage ;;
 	*) log "unknown command $cmd"; usage ;;
 	esac

@@ -134,9 +134,11 @@
 // reports a failure (a logged warning, the other partitions going on) only
 // when it repeats.
 //
-// Consumers read with the read-committed isolation level and skip control
-// records (transaction markers); like kafka-go's Reader, they do not filter
-// out the records of aborted transactions.
+// Consumers read committed data only, as the Java consumer does under
+// isolation.level=read_committed: records of transactions still open are not
+// fetched, records of aborted transactions are skipped (kafka-go's Reader
+// delivers them), and so are transaction markers; commits move past the
+// skipped records, so a transactional topic's lag reaches 0.
 //
 // # As
 //

@@ -1,10 +1,12 @@
 package kafkabroker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -37,10 +39,15 @@ const (
 )
 
 // run is a run of consecutive records of one partition, fetched in a
-// generation of the group.
+// generation of the group. next is the fetch position after it: past its
+// last record and past any records skipped after it (transaction markers,
+// aborted transactions), so that the group's commits move past those too. A
+// run of skipped records alone has no recs.
 type run struct {
-	gen  *kafka.Generation
-	recs []received
+	gen       *kafka.Generation
+	recs      []received
+	partition int
+	next      int64
 }
 
 // fetcher reads one partition for one generation of the group: Fetch
@@ -58,6 +65,7 @@ type fetcher struct {
 	gen       *kafka.Generation
 	partition int
 	offset    int64 // the next offset to fetch
+	handed    int64 // the next of the last run handed over; -1 before any
 	hint      int   // records in the last response, to size the next run
 	req       fetchapi.Request
 }
@@ -70,7 +78,7 @@ func (s *subscription) fetch(ctx context.Context, gen *kafka.Generation, pa kafk
 	// generation's.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	f := &fetcher{s: s, gen: gen, partition: pa.ID, offset: pa.Offset, hint: 1}
+	f := &fetcher{s: s, gen: gen, partition: pa.ID, offset: pa.Offset, handed: max(pa.Offset, -1), hint: 1}
 	o := s.r.a.opts
 	f.req = fetchapi.Request{
 		ReplicaID:      -1,
@@ -123,7 +131,7 @@ func (f *fetcher) step(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		f.offset = off
+		f.offset, f.handed = off, off
 	}
 	o := f.s.r.a.opts
 	f.req.Topics[0].Partitions[0].FetchOffset = f.offset
@@ -150,7 +158,7 @@ func (f *fetcher) step(ctx context.Context) error {
 		// Retention removed what the group committed, or the topic was
 		// recreated: start over where a new group would.
 		from := f.offset
-		f.offset = f.s.r.a.opts.InitialOffset.kafka()
+		f.offset, f.handed = f.s.r.a.opts.InitialOffset.kafka(), -1
 		f.s.log.Warn("kafka: committed offset out of range; starting over at the initial offset",
 			"partition", f.partition, "offset", from, "initial_offset", f.s.r.a.opts.InitialOffset.String())
 		return nil
@@ -160,46 +168,51 @@ func (f *fetcher) step(ctx context.Context) error {
 	if p.RecordSet.Records == nil {
 		return nil // nothing new within MaxWait
 	}
-	return f.hand(ctx, p.RecordSet.Records, p.HighWatermark)
+	return f.hand(ctx, p.RecordSet.Records, p.HighWatermark, newAborts(p.AbortedTransactions))
 }
 
 // hand decodes the records of a response into runs and queues them for
 // Receive, skipping those before the requested offset (a response starts at
-// the start of a record batch) and control records.
-//
-// Records of aborted transactions are delivered too, as kafka-go's Reader
-// delivers them: the adapter does not filter on the response's aborted
-// transaction list.
-func (f *fetcher) hand(ctx context.Context, rr protocol.RecordReader, highWaterMark int64) error {
+// the start of a record batch), control records (transaction markers), and
+// the batches of aborted transactions that aborts lists.
+func (f *fetcher) hand(ctx context.Context, rr protocol.RecordReader, highWaterMark int64, aborts *aborts) error {
 	var (
 		recs    []received
 		entries []entry
 		n, seen int
 	)
 	flush := func() bool {
-		if n == 0 {
+		if n == 0 && f.offset == f.handed {
 			return true
 		}
 		select {
-		case f.s.runs <- run{gen: f.gen, recs: recs[:n]}:
+		case f.s.runs <- run{gen: f.gen, recs: recs[:n], partition: f.partition, next: f.offset}:
 		case <-ctx.Done():
 			return false
 		}
 		recs, entries, n = nil, nil, 0
+		f.handed = f.offset
 		return true
 	}
 	var err error
 	for _, b := range recordBatches(rr) {
-		_, control := b.(*protocol.ControlBatch)
+		control, skip := aborts.skip(b)
 		for {
 			var rec *protocol.Record
 			rec, err = b.ReadRecord()
 			if err != nil {
 				break
 			}
-			if control || rec.Offset < f.offset {
+			if control != nil {
+				// ReadControlRecord releases the record's key and value.
+				if cr, cerr := protocol.ReadControlRecord(rec); cerr == nil && cr.Type == controlAbort {
+					aborts.ended(control.ProducerID)
+				}
+			} else if skip || rec.Offset < f.offset {
 				closeBytes(rec.Key)
 				closeBytes(rec.Value)
+			}
+			if skip || rec.Offset < f.offset {
 				if rec.Offset >= f.offset {
 					f.offset = rec.Offset + 1
 				}
@@ -243,6 +256,58 @@ func (f *fetcher) hand(ctx context.Context, rr protocol.RecordReader, highWaterM
 		return ctx.Err()
 	}
 	return err
+}
+
+// controlAbort is the type of the control record that ends an aborted
+// transaction (1 ends a committed one).
+const controlAbort = 0
+
+// aborts follows, through one Fetch response, the transactions the broker
+// lists as aborted in it, so that their records are skipped, as the Java
+// consumer skips them under read_committed: a transactional batch of a
+// producer is skipped from the first offset of its aborted transaction up to
+// the producer's abort marker. A nil *aborts (no aborted transaction in the
+// response, the common case) skips control batches only.
+type aborts struct {
+	pending []fetchapi.ResponseTransaction // by first offset, not reached yet
+	active  map[int64]bool                 // producers inside an aborted transaction
+}
+
+func newAborts(list []fetchapi.ResponseTransaction) *aborts {
+	if len(list) == 0 {
+		return nil
+	}
+	a := &aborts{pending: slices.Clone(list), active: map[int64]bool{}}
+	slices.SortFunc(a.pending, func(x, y fetchapi.ResponseTransaction) int { return cmp.Compare(x.FirstOffset, y.FirstOffset) })
+	return a
+}
+
+// skip reports whether the records of b are to be skipped, and b itself when
+// it is a control batch (whose markers the caller passes to ended).
+func (a *aborts) skip(b protocol.RecordReader) (control *protocol.ControlBatch, skip bool) {
+	var producer, base int64 = -1, 0
+	transactional := false
+	switch x := b.(type) {
+	case *protocol.ControlBatch:
+		control, producer, base, skip = x, x.ProducerID, x.BaseOffset, true
+	case *protocol.RecordBatch:
+		producer, base, transactional = x.ProducerID, x.BaseOffset, x.Attributes.Transactional()
+	}
+	if a == nil || producer < 0 {
+		return control, skip
+	}
+	for len(a.pending) > 0 && a.pending[0].FirstOffset <= base {
+		a.active[a.pending[0].ProducerID] = true
+		a.pending = a.pending[1:]
+	}
+	return control, skip || transactional && a.active[producer]
+}
+
+// ended records that producer's aborted transaction ended (its abort marker).
+func (a *aborts) ended(producer int64) {
+	if a != nil {
+		delete(a.active, producer)
+	}
 }
 
 // recordBatches returns the record batches of a response's record set in

@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
+	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
 )
 
 // record is a fetched record at offset carrying the ID header, a key and a
@@ -32,12 +33,12 @@ func fetchedRecords(from, to int64, size int) []protocol.Record {
 
 // handed runs hand on rr with a fetcher of partition 2 at offset and
 // returns the runs it queued and where the next fetch would start.
-func handed(t *testing.T, offset int64, hint int, rr protocol.RecordReader) ([]run, int64) {
+func handed(t *testing.T, offset int64, hint int, rr protocol.RecordReader, aborted ...fetchapi.ResponseTransaction) ([]run, int64) {
 	t.Helper()
 	gen := &kafka.Generation{}
 	s := &subscription{topic: "t", runs: make(chan run, 100)}
-	f := &fetcher{s: s, gen: gen, partition: 2, offset: offset, hint: hint}
-	if err := f.hand(context.Background(), rr, 1000); err != nil {
+	f := &fetcher{s: s, gen: gen, partition: 2, offset: offset, handed: offset, hint: hint}
+	if err := f.hand(context.Background(), rr, 1000, newAborts(aborted)); err != nil {
 		t.Fatalf("hand: %v", err)
 	}
 	close(s.runs)
@@ -96,13 +97,18 @@ func TestHandSkipsEarlierAndControlRecords(t *testing.T) {
 		t.Fatalf("next fetch at %d, want %d", next, 7+maxRun+45)
 	}
 
+	if last := runs[len(runs)-1]; last.next != next || last.partition != 2 {
+		t.Fatalf("the last run ends at %d of partition %d, want %d of 2", last.next, last.partition, next)
+	}
+
 	// A response of nothing but a transaction marker still moves the
-	// fetch position past it, or the partition would fetch it forever.
+	// fetch position past it, or the partition would fetch it forever, and
+	// hands over a run without records, so that commits move past it too.
 	runs, next = handed(t, 20, 1, &protocol.RecordStream{Records: []protocol.RecordReader{
 		&protocol.ControlBatch{Records: protocol.NewRecordReader(protocol.Record{Offset: 20})},
 	}})
-	if len(runs) != 0 || next != 21 {
-		t.Fatalf("control batch alone: %d runs, next %d; want none and 21", len(runs), next)
+	if len(runs) != 1 || len(runs[0].recs) != 0 || runs[0].next != 21 || next != 21 {
+		t.Fatalf("control batch alone: runs %+v, next %d; want one empty run to 21", runs, next)
 	}
 }
 
@@ -161,5 +167,51 @@ func TestReceiveDropsRunsOfAnEndedGeneration(t *testing.T) {
 	s.runs <- mk(next, 0)
 	if ds, err = s.Receive(context.Background(), 4); err != nil || len(ds) != 1 || ds[0].Message.ID != "t/0/0" {
 		t.Fatalf("Receive after the generation ended = %v, %v; want only offset 0 of the new one", ds, err)
+	}
+}
+
+// Under read_committed the broker lists the aborted transactions of a
+// response; their batches are skipped from each one's first offset up to its
+// producer's abort marker, while committed transactions, plain batches and a
+// later transaction of the same producer are delivered.
+func TestHandSkipsAbortedTransactions(t *testing.T) {
+	txn := protocol.Transactional
+	batch := func(producer int64, attrs protocol.Attributes, from, to int64) *protocol.RecordBatch {
+		return &protocol.RecordBatch{ProducerID: producer, Attributes: attrs, BaseOffset: from, Records: protocol.NewRecordReader(fetchedRecords(from, to, 1)...)}
+	}
+	marker := func(producer, offset int64, kind byte) *protocol.ControlBatch {
+		return &protocol.ControlBatch{ProducerID: producer, BaseOffset: offset, Records: protocol.NewRecordReader(protocol.Record{
+			Offset: offset, Key: protocol.NewBytes([]byte{0, 0, 0, kind}), Value: protocol.NewBytes([]byte{0, 0, 0, 0, 0, 0}),
+		})}
+	}
+	response := func() protocol.RecordReader {
+		return &protocol.RecordStream{Records: []protocol.RecordReader{
+			batch(7, txn, 0, 2), // aborted below
+			batch(8, txn, 2, 3), // committed below
+			batch(-1, 0, 3, 4),  // not transactional
+			marker(7, 4, 0),     // abort of producer 7
+			marker(8, 5, 1),     // commit of producer 8
+			batch(7, txn, 6, 7), // producer 7's next transaction: not aborted
+			batch(9, txn, 7, 9), // aborted, its marker in a later response
+		}}
+	}
+	offsets := func(runs []run) []int64 {
+		var out []int64
+		for _, r := range runs {
+			for i := range r.recs {
+				out = append(out, r.recs[i].entry().offset)
+			}
+		}
+		return out
+	}
+	runs, next := handed(t, 0, 10, response(),
+		fetchapi.ResponseTransaction{ProducerID: 9, FirstOffset: 7},
+		fetchapi.ResponseTransaction{ProducerID: 7, FirstOffset: 0})
+	if got := fmt.Sprint(offsets(runs)); got != "[2 3 6]" || next != 9 || runs[len(runs)-1].next != 9 {
+		t.Fatalf("with aborted transactions: delivered %s, next %d; want [2 3 6] and 9, the last run's end too", got, next)
+	}
+	runs, next = handed(t, 0, 10, response())
+	if got := fmt.Sprint(offsets(runs)); got != "[0 1 2 3 6 7 8]" || next != 9 {
+		t.Fatalf("without: delivered %s, next %d; want every data record and 9", got, next)
 	}
 }

@@ -4,13 +4,19 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/brokerkit/broker"
 	"github.com/brokerkit/broker/adapters/kafkabroker"
+	"github.com/brokerkit/broker/internal/testenv"
 )
 
 // Every codec a publisher can compress with comes back intact through the
@@ -177,5 +183,60 @@ func TestPartitionsAddedWhileConsuming(t *testing.T) {
 		if !got[id] {
 			t.Errorf("message %s lost", id)
 		}
+	}
+}
+
+// A transactional producer (the Java client, which kafka-go is not) writes
+// committed and aborted transactions; the consumer, reading committed data,
+// receives the committed records only, in order, and none of the
+// transaction markers.
+func TestConsumeSkipsAbortedTransactions(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	classpath, err := exec.Command("bash", filepath.Join("..", "..", "scripts", "brokers.sh"), "classpath", "kafka").Output()
+	if err == nil {
+		_, err = exec.LookPath("java")
+	}
+	if err != nil {
+		msg := fmt.Sprintf("no Kafka Java client to write transactions with (scripts/brokers.sh up kafka installs one): %v", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	b := newBroker(t, nil)
+	topic := newTopic(t, b, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	steps := "commit:c1:c2,abort:a1:a2:a3,commit:c3,abort:a4,commit:c4:c5"
+	out, err := exec.CommandContext(ctx, "java", "-cp", strings.TrimSpace(string(classpath)),
+		filepath.Join("testdata", "TxnProducer.java"), strings.Join(brokers, ","), topic, steps).CombinedOutput()
+	if err != nil {
+		t.Fatalf("TxnProducer: %v\n%s", err, out)
+	}
+	c, err := b.NewConsumer(&broker.ConsumerOptions{Group: "read-committed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	run(t, c, topic, func(_ context.Context, m *broker.Message) error {
+		mu.Lock()
+		got = append(got, string(m.Body))
+		mu.Unlock()
+		return nil
+	})
+	waitFor(t, "the 5 committed records", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 5 })
+	// The last commit marker is the partition's last record: once the group
+	// committed past it, nothing else can arrive.
+	waitFor(t, "the group at the end of the partition", func() bool {
+		st, err := c.Stats(context.Background(), topic, "")
+		return err == nil && st.Lag == 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(got) != "[c1 c2 c3 c4 c5]" {
+		t.Fatalf("received %v, want the committed [c1 c2 c3 c4 c5]", got)
 	}
 }

@@ -91,6 +91,21 @@ func (o *offsets) track(e *entry, partition int, offset int64) (deliver bool) {
 	return true
 }
 
+// skip records that the fetch position of partition moved to next past
+// records that are never delivered (transaction markers, aborted
+// transactions), so that the commit position can move past them once
+// everything delivered before them is finished. It stands a finished entry
+// in for the last skipped offset.
+func (o *offsets) skip(partition int, next int64) {
+	if ep := o.parts[partition]; ep != nil && next-1 <= ep.last {
+		return // nothing skipped after the last record delivered
+	}
+	e := &entry{}
+	if o.track(e, partition, next-1) {
+		e.finish(true)
+	}
+}
+
 // find returns the entry of offset in the epoch, or a finished stand-in when
 // the offset is in the epoch's finished prefix, or nil.
 func (ep *epoch) find(offset int64) *entry {

@@ -173,12 +173,12 @@ func TestDeliveriesKeepUndeliveredEntries(t *testing.T) {
 		}
 		return rs
 	}
-	first, _ := s.deliveries(nil, slab(0, 1, 2), nil)
+	first, _ := s.deliveries(nil, slab(0, 1, 2), nil, 0, -1)
 	if len(first) != 3 {
 		t.Fatalf("first batch: %d deliveries, want 3", len(first))
 	}
 	// The group restarts the partition at 0 while 0-2 still run.
-	again, _ := s.deliveries(nil, slab(0, 1, 2, 3), nil)
+	again, _ := s.deliveries(nil, slab(0, 1, 2, 3), nil, 0, -1)
 	if len(again) != 1 || again[0].Message.ID != "t/0/3" {
 		t.Fatalf("after the rewind: %d deliveries (%v), want only offset 3", len(again), again)
 	}
@@ -188,5 +188,30 @@ func TestDeliveriesKeepUndeliveredEntries(t *testing.T) {
 	}
 	if got := positions(s.offsets)[0]; got != 4 {
 		t.Fatalf("position = %d, want 4: every offset finished", got)
+	}
+}
+
+// Records the consumer never delivers (transaction markers, aborted
+// transactions) do not hold the commit position back: skip moves it past
+// them once what was delivered before them is finished.
+func TestOffsetsSkipMovesPastUndelivered(t *testing.T) {
+	o := newOffsets()
+	es := trackAll(t, o, 0, 10, 11)
+	o.skip(0, 14) // 12 and 13 were a marker and an aborted record
+	if got, ok := o.commits()[0]; ok {
+		t.Fatalf("position %d to commit before anything finished", got)
+	}
+	es[0].finish(true)
+	if got := positions(o)[0]; got != 11 {
+		t.Fatalf("position = %d, want 11 (11 still running)", got)
+	}
+	es[1].finish(true)
+	if got := positions(o)[0]; got != 14 {
+		t.Fatalf("position = %d, want 14: past the skipped 12 and 13", got)
+	}
+	o.skip(0, 14) // again, nothing new skipped
+	o.skip(1, 7)  // a partition whose first records were all skipped
+	if got := positions(o); got[0] != 14 || got[1] != 7 {
+		t.Fatalf("positions = %v, want 14 and 7", got)
 	}
 }

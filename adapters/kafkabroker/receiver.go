@@ -188,10 +188,10 @@ type subscription struct {
 	stopLoop context.CancelFunc
 	done     chan struct{} // closed when follow returned
 
-	runs    chan run          // fetched runs of records, in each partition's order
-	errs    chan error        // the latest failure to join or fetch, for Receive
-	rest    []received        // what is left of the run Receive took last
-	restGen *kafka.Generation // the generation rest was fetched in
+	runs    chan run   // fetched runs of records, in each partition's order
+	errs    chan error // the latest failure to join or fetch, for Receive
+	rest    []received // what is left of the run Receive took last
+	restRun run        // that run, for its generation, partition and next
 	batch   []*driver.Delivery
 
 	commitMu sync.Mutex // one commit at a time, so positions only move forward
@@ -288,8 +288,12 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 				break
 			}
 			n := min(len(s.rest), max-len(ds))
+			next := int64(-1)
+			if n == len(s.rest) { // the run's end
+				next = s.restRun.next
+			}
 			var current bool
-			if ds, current = s.deliveries(ds, s.rest[:n], s.restGen); !current {
+			if ds, current = s.deliveries(ds, s.rest[:n], s.restRun.gen, s.restRun.partition, next); !current {
 				s.rest = nil
 				continue
 			}
@@ -305,15 +309,24 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 	}
 }
 
-// take makes r the run Receive hands out next.
-func (s *subscription) take(r run) { s.rest, s.restGen = r.recs, r.gen }
+// take makes r the run Receive hands out next; a run of skipped records
+// alone only moves the partition's commit position.
+func (s *subscription) take(r run) {
+	if len(r.recs) == 0 {
+		s.deliveries(nil, nil, r.gen, r.partition, r.next)
+		return
+	}
+	s.rest, s.restRun = r.recs, r
+}
 
 // deliveries records the fetched records rs in the offsets and appends to
-// ds the deliveries of those not already handled or being handled. When
-// gen, the generation rs was fetched in, has ended, it records and appends
-// nothing and reports false: the group restarts every partition at its
-// committed offset in the next generation, so those records come again,
-// from whichever member the partition goes to.
+// ds the deliveries of those not already handled or being handled. When rs
+// ends a run, next is the run's next, the fetch position after it, which
+// also covers records skipped after rs, else -1. When gen, the generation
+// rs was fetched in, has ended, it records and appends nothing and reports
+// false: the group restarts every partition at its committed offset in the
+// next generation, so those records come again, from whichever member the
+// partition goes to.
 //
 // The offset entries are allocated apart from the records, in a slab of
 // their own: the offsets keep an entry until every earlier offset of its
@@ -322,7 +335,7 @@ func (s *subscription) take(r run) { s.rest, s.restGen = r.recs, r.gen }
 // body it points to are garbage as soon as the handler is done with them.
 // Kept in one allocation, an entry would keep its whole run, bodies and
 // all, in memory behind the slow message.
-func (s *subscription) deliveries(ds []*driver.Delivery, rs []received, gen *kafka.Generation) ([]*driver.Delivery, bool) {
+func (s *subscription) deliveries(ds []*driver.Delivery, rs []received, gen *kafka.Generation, partition int, next int64) ([]*driver.Delivery, bool) {
 	s.mu.Lock()
 	if gen != s.gen {
 		s.mu.Unlock()
@@ -332,6 +345,9 @@ func (s *subscription) deliveries(ds []*driver.Delivery, rs []received, gen *kaf
 		if e := rs[i].entry(); s.offsets.track(e, int(e.partition), e.offset) {
 			ds = append(ds, &rs[i].delivery)
 		}
+	}
+	if next >= 0 {
+		s.offsets.skip(partition, next)
 	}
 	s.mu.Unlock()
 	return ds, true

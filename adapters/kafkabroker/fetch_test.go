@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -94,6 +95,17 @@ func TestCommittedOffsetOutOfRangeStartsOver(t *testing.T) {
 			t.Fatalf("committing offset 1000: %v", pr.Error)
 		}
 	}
+	got := collectBodies(t, b, topic, group)
+	waitFor(t, "the three messages", func() bool { return len(got()) >= 3 })
+	if fmt.Sprint(got()) != "[a b c]" {
+		t.Fatalf("received %v, want [a b c]", got())
+	}
+}
+
+// collectBodies consumes topic as a member of group and returns a function
+// that lists the bodies received so far, in order.
+func collectBodies(t *testing.T, b *kafkabroker.Broker, topic, group string) func() []string {
+	t.Helper()
 	c, err := b.NewConsumer(&broker.ConsumerOptions{Group: group})
 	if err != nil {
 		t.Fatal(err)
@@ -108,11 +120,10 @@ func TestCommittedOffsetOutOfRangeStartsOver(t *testing.T) {
 		mu.Unlock()
 		return nil
 	})
-	waitFor(t, "the three messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 3 })
-	mu.Lock()
-	defer mu.Unlock()
-	if fmt.Sprint(got) != "[a b c]" {
-		t.Fatalf("received %v, want [a b c]", got)
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
 	}
 }
 
@@ -213,30 +224,18 @@ func TestConsumeSkipsAbortedTransactions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TxnProducer: %v\n%s", err, out)
 	}
-	c, err := b.NewConsumer(&broker.ConsumerOptions{Group: "read-committed"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu  sync.Mutex
-		got []string
-	)
-	run(t, c, topic, func(_ context.Context, m *broker.Message) error {
-		mu.Lock()
-		got = append(got, string(m.Body))
-		mu.Unlock()
-		return nil
-	})
-	waitFor(t, "the 5 committed records", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 5 })
+	const group = "read-committed"
+	got := collectBodies(t, b, topic, group)
+	waitFor(t, "the 5 committed records", func() bool { return len(got()) >= 5 })
 	// The last commit marker is the partition's last record: once the group
 	// committed past it, nothing else can arrive.
+	p := b.NewPublisher()
+	defer p.Close()
 	waitFor(t, "the group at the end of the partition", func() bool {
-		st, err := c.Stats(context.Background(), topic, "")
+		st, err := p.Stats(context.Background(), topic, group)
 		return err == nil && st.Lag == 0
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	if fmt.Sprint(got) != "[c1 c2 c3 c4 c5]" {
-		t.Fatalf("received %v, want the committed [c1 c2 c3 c4 c5]", got)
+	if fmt.Sprint(got()) != "[c1 c2 c3 c4 c5]" {
+		t.Fatalf("received %v, want the committed [c1 c2 c3 c4 c5]", got())
 	}
 }

@@ -28,19 +28,36 @@ func brokersScript(t *testing.T, args ...string) error {
 	return nil
 }
 
-// TestReliabilityKafkaRestart publishes 20,000 messages over 4 partitions to a
-// group of two consumers, and stops and starts Kafka while they flow. Every
-// message must be handled; duplicates are counted, not failed.
-func TestReliabilityKafkaRestart(t *testing.T) {
+// stoppable skips t unless BROKERKIT_RELIABILITY=1 and Kafka is run by
+// scripts/brokers.sh (with CI=true, fails instead).
+func stoppable(t *testing.T) {
+	t.Helper()
 	if os.Getenv("BROKERKIT_RELIABILITY") != "1" {
 		t.Skip("set BROKERKIT_RELIABILITY=1 (make test-reliability): this test stops and starts Kafka")
 	}
 	if err := brokersScript(t, "status", "kafka"); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but Kafka is not run by scripts/brokers.sh, so this test cannot restart it: %v", err)
+			t.Fatalf("CI=true but Kafka is not run by scripts/brokers.sh, so this test cannot stop it: %v", err)
 		}
-		t.Skipf("Kafka is not run by scripts/brokers.sh, so this test cannot restart it: %v", err)
+		t.Skipf("Kafka is not run by scripts/brokers.sh, so this test cannot stop it: %v", err)
 	}
+}
+
+// restartAtEnd starts Kafka again when t ends, whatever happened, for the
+// cleanups registered before it (deleting topics) and the next test.
+func restartAtEnd(t *testing.T) {
+	t.Cleanup(func() {
+		if err := brokersScript(t, "up", "kafka"); err != nil {
+			t.Errorf("restarting Kafka: %v", err)
+		}
+	})
+}
+
+// TestReliabilityKafkaRestart publishes 20,000 messages over 4 partitions to a
+// group of two consumers, and stops and starts Kafka while they flow. Every
+// message must be handled; duplicates are counted, not failed.
+func TestReliabilityKafkaRestart(t *testing.T) {
+	stoppable(t)
 	const (
 		total     = 20_000
 		batchSize = 100
@@ -49,12 +66,7 @@ func TestReliabilityKafkaRestart(t *testing.T) {
 	)
 	b := newBroker(t, nil)
 	topic := newTopic(t, b, 4)
-	t.Cleanup(func() {
-		// Whatever happened, leave Kafka running for the next test.
-		if err := brokersScript(t, "up", "kafka"); err != nil {
-			t.Errorf("restarting Kafka: %v", err)
-		}
-	})
+	restartAtEnd(t)
 
 	var (
 		mu      sync.Mutex
@@ -193,22 +205,10 @@ func TestReliabilityKafkaRestart(t *testing.T) {
 // consumer joins by itself and receives what was published before the
 // outage and what is published after it, without a restart of the caller.
 func TestReliabilityKafkaConsumerStartsFirst(t *testing.T) {
-	if os.Getenv("BROKERKIT_RELIABILITY") != "1" {
-		t.Skip("set BROKERKIT_RELIABILITY=1 (make test-reliability): this test stops and starts Kafka")
-	}
-	if err := brokersScript(t, "status", "kafka"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but Kafka is not run by scripts/brokers.sh, so this test cannot stop it: %v", err)
-		}
-		t.Skipf("Kafka is not run by scripts/brokers.sh, so this test cannot stop it: %v", err)
-	}
+	stoppable(t)
 	b := newBroker(t, nil)
 	topic := newTopic(t, b, 3)
-	t.Cleanup(func() {
-		if err := brokersScript(t, "up", "kafka"); err != nil {
-			t.Errorf("restarting Kafka: %v", err)
-		}
-	})
+	restartAtEnd(t)
 	batch := func(prefix string) []*broker.Message {
 		msgs := make([]*broker.Message, 100)
 		for i := range msgs {

@@ -35,6 +35,9 @@ type admin struct {
 
 	refs atomic.Int32 // owners (a sender, a receiver); the last release closes
 
+	relearned atomic.Int64 // when relearn last dropped the pools, UnixNano
+	relearns  atomic.Int64 // how many times it did, for tests
+
 	mu    sync.Mutex
 	known map[string]bool // topics seen to exist
 }
@@ -63,6 +66,23 @@ func (a *admin) release() {
 	if a.refs.Add(-1) == 0 {
 		a.transport.CloseIdleConnections()
 	}
+}
+
+// relearn makes the transport learn the cluster's layout afresh, at most
+// once a second: a request routed by a stale layout (a partition leader that
+// moved, partitions added) fails until kafka-go's metadata refresh, every 6
+// seconds or less, names the leader. The transport refreshes on its own
+// schedule only, but a new connection pool starts with a fresh metadata
+// request, so relearn drops the pools: requests in flight finish on theirs,
+// the next ones open new connections.
+func (a *admin) relearn() {
+	now := time.Now().UnixNano()
+	last := a.relearned.Load()
+	if now-last < int64(time.Second) || !a.relearned.CompareAndSwap(last, now) {
+		return
+	}
+	a.relearns.Add(1)
+	a.transport.CloseIdleConnections()
 }
 
 func (a *admin) isKnown(topic string) bool {

@@ -129,10 +129,12 @@
 // is let go.
 //
 // When a partition's leader moves to another broker, or partitions are added
-// to the topic, their fetches fail until the connections' metadata, refreshed
-// at least every 6 seconds, names the leader; the consumer retries them and
-// reports a failure (a logged warning, the other partitions going on) only
-// when it repeats.
+// to the topic, a fetch routed by the connections' cached view of the
+// cluster fails; the consumer then has the connections learn the cluster's
+// layout afresh (at most once a second, requests in flight finishing on the
+// old connections) instead of waiting for kafka-go's own refresh, up to 6
+// seconds away, and retries. A failure is reported (a logged warning, the
+// other partitions going on) only when it repeats.
 //
 // Consumers read committed data only, as the Java consumer does under
 // isolation.level=read_committed: records of transactions still open are not

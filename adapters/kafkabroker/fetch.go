@@ -111,6 +111,9 @@ func (s *subscription) fetch(ctx context.Context, gen *kafka.Generation, pa kafk
 		if ctx.Err() != nil {
 			return
 		}
+		if misrouted(err) {
+			s.r.a.relearn()
+		}
 		// A single failure is retried quietly: after a broker restart the
 		// first request on each pooled connection fails, and the consumer
 		// would pause for it. A second one in a row is an outage to report.
@@ -368,6 +371,17 @@ func (a *admin) offsetAt(ctx context.Context, topic string, partition int, at in
 		return po.LastOffset, nil
 	}
 	return 0, fmt.Errorf("list offsets of partition %d: no answer: %w", partition, kafka.UnknownTopicOrPartition)
+}
+
+// misrouted reports whether a fetch failed because the transport's view of
+// the cluster is out of date: the partition is not in it (added since), or
+// its leader is not where it says (moved), or that broker is gone.
+func misrouted(err error) bool {
+	var routing *fetchapi.Error // the transport found no route in its layout
+	return errors.As(err, &routing) ||
+		errors.Is(err, kafka.NotLeaderForPartition) || errors.Is(err, kafka.LeaderNotAvailable) ||
+		errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, kafka.BrokerNotAvailable) ||
+		errors.Is(err, kafka.FencedLeaderEpoch) || errors.Is(err, kafka.UnknownLeaderEpoch)
 }
 
 // fetchError describes a failed fetch of a partition for Receive. The

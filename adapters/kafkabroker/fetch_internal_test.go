@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
+
+	"github.com/brokerkit/broker/conformance"
+	"github.com/brokerkit/broker/internal/testenv"
 )
 
 // record is a fetched record at offset carrying the ID header, a key and a
@@ -213,5 +218,70 @@ func TestHandSkipsAbortedTransactions(t *testing.T) {
 	runs, next = handed(t, 0, 10, response())
 	if got := fmt.Sprint(offsets(runs)); got != "[0 1 2 3 6 7 8]" || next != 9 {
 		t.Fatalf("without: delivered %s, next %d; want every data record and 9", got, next)
+	}
+}
+
+// A fetcher whose connections route by a stale layout (here: partitions
+// added since the transport last looked, with its own refresh an hour away)
+// makes the transport learn the layout again, and then fetches.
+func TestFetchRelearnsTheLayout(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	b, err := New(brokers, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := b.a
+	a.transport.MetadataTTL = time.Hour
+	t.Cleanup(a.transport.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topic := conformance.RandomName("relearn")
+	if err := b.CreateTopic(ctx, topic, 1); err != nil { // the transport now knows 1 partition
+		t.Fatal(err)
+	}
+	other := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}, Timeout: 30 * time.Second}
+	t.Cleanup(func() {
+		_, _ = other.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	})
+	res, err := other.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 3}}})
+	if err == nil {
+		err = res.Errors[topic]
+	}
+	if err != nil {
+		t.Fatalf("CreatePartitions: %v", err)
+	}
+	for { // partition 2 takes a record once it has a leader
+		pr, err := other.Produce(ctx, &kafka.ProduceRequest{Topic: topic, Partition: 2, RequiredAcks: kafka.RequireAll,
+			Records: kafka.NewRecordReader(kafka.Record{Value: kafka.NewBytes([]byte("on partition 2"))})})
+		if err == nil {
+			err = pr.Error
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("producing to partition 2: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	s := &subscription{r: &receiver{a: a}, topic: topic, runs: make(chan run, 4), errs: make(chan error, 1), log: slog.Default()}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.fetch(fctx, &kafka.Generation{}, kafka.PartitionAssignment{ID: 2, Offset: 0})
+	}()
+	defer func() { stop(); <-done }()
+	select {
+	case r := <-s.runs:
+		if len(r.recs) != 1 || string(r.recs[0].msg.Body) != "on partition 2" {
+			t.Fatalf("fetched %d records from partition 2, want the one produced", len(r.recs))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("partition 2 not fetched within 10 s (the layout relearned %d times)", a.relearns.Load())
+	}
+	if a.relearns.Load() == 0 {
+		t.Fatal("fetched without relearning the layout: the test did not set up a stale one")
 	}
 }

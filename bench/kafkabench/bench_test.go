@@ -20,7 +20,7 @@ import (
 )
 
 // The settings both sides share; the kafka-go values are the adapter's
-// defaults (kafkabroker.Default* and its Reader configuration).
+// defaults (kafkabroker.Default* and its fetch settings).
 const (
 	bodySize   = 256
 	partitions = 3
@@ -91,9 +91,12 @@ func (e *env) rawWriter() *kafka.Writer {
 	}
 }
 
-// rawReader is a kafka-go consumer-group Reader configured as the adapter
-// configures its own, except that kafka-go commits on its own 200 ms interval
-// where the adapter commits its finished prefix on the same interval.
+// rawReader is a kafka-go consumer-group Reader with the adapter's consumer
+// settings (1 MiB fetches of at least 1 byte, the max wait, heartbeat,
+// session and rebalance timeouts, read-committed, the range then round-robin
+// balancers, a 5 s partition watch, a 256-message read-ahead like the
+// adapter's runs); kafka-go commits on its own 200 ms interval where the
+// adapter commits its finished prefix on the same interval.
 func (e *env) rawReader(topic, group string) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:                e.brokers,
@@ -102,7 +105,7 @@ func (e *env) rawReader(topic, group string) *kafka.Reader {
 		Dialer:                 &kafka.Dialer{ClientID: kafkabroker.DefaultClientID, Timeout: kafkabroker.DefaultDialTimeout, DualStack: true},
 		QueueCapacity:          256,
 		MinBytes:               1,
-		MaxBytes:               4 << 20,
+		MaxBytes:               1 << 20,
 		MaxWait:                kafkabroker.DefaultMaxWait,
 		ReadBatchTimeout:       10 * time.Second,
 		ReadLagInterval:        -1,

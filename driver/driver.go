@@ -41,7 +41,7 @@ type Features struct {
 	NackRedelivers bool
 	// Buffered is how many messages the receiver already holds in memory
 	// ahead of Receive, fetched in the background whatever the consumer does
-	// (kafka-go's reader queue). The consumer may then hold up to that many
+	// (the Kafka adapter's fetchers). The consumer may then hold up to that many
 	// deliveries instead of twice its concurrency without taking work from other
 	// members, and hands them to its handlers with fewer goroutine switches.
 	// Zero means the receiver fetches on demand: Prefetch is the broker-side

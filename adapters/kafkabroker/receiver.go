@@ -254,13 +254,8 @@ func (s *subscription) clearReport() {
 // there is none. The slice it returns is valid until the next call.
 func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery, error) {
 	for {
-		if len(s.rest) == 0 {
-			select { // records first: an error reported meanwhile can wait
-			case r := <-s.runs:
-				s.take(r)
-				continue
-			default:
-			}
+		// Records first: an error reported meanwhile can wait.
+		if len(s.rest) == 0 && !s.takeWaiting() {
 			select {
 			case r := <-s.runs:
 				s.take(r)
@@ -276,13 +271,10 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 		ds := s.batch[:0]
 		for len(ds) < max {
 			if len(s.rest) == 0 {
-				select {
-				case r := <-s.runs:
-					s.take(r)
-					continue
-				default:
+				if !s.takeWaiting() {
+					break
 				}
-				break
+				continue
 			}
 			n := min(len(s.rest), max-len(ds))
 			next := int64(-1)
@@ -303,6 +295,18 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]*driver.Delivery
 			return ds, nil
 		}
 		// all of them were handled before a rebalance: wait for more
+	}
+}
+
+// takeWaiting takes a run fetched already, if there is one, without
+// waiting.
+func (s *subscription) takeWaiting() bool {
+	select {
+	case r := <-s.runs:
+		s.take(r)
+		return true
+	default:
+		return false
 	}
 }
 

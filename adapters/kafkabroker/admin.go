@@ -12,7 +12,9 @@ import (
 
 	"github.com/brokerkit/broker"
 	"github.com/segmentio/kafka-go"
+	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
+	produceapi "github.com/segmentio/kafka-go/protocol/produce"
 )
 
 // adminTimeout bounds one metadata or admin request made on the caller's
@@ -83,6 +85,19 @@ func (a *admin) relearn() {
 	}
 	a.relearns.Add(1)
 	a.transport.CloseIdleConnections()
+}
+
+// misrouted reports whether a request (a fetch, a produce) failed because
+// the transport's view of the cluster is out of date: the partition is not
+// in it (added since), or its leader is not where it says (moved), or that
+// broker is gone. relearn is the remedy.
+func misrouted(err error) bool {
+	var fetchRoute *fetchapi.Error // the transport found no route for a fetch
+	var produceRoute *produceapi.Error
+	return errors.As(err, &fetchRoute) || errors.As(err, &produceRoute) ||
+		errors.Is(err, kafka.NotLeaderForPartition) || errors.Is(err, kafka.LeaderNotAvailable) ||
+		errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, kafka.BrokerNotAvailable) ||
+		errors.Is(err, kafka.FencedLeaderEpoch) || errors.Is(err, kafka.UnknownLeaderEpoch)
 }
 
 func (a *admin) isKnown(topic string) bool {

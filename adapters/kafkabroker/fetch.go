@@ -111,7 +111,7 @@ func (s *subscription) fetch(ctx context.Context, gen *kafka.Generation, pa kafk
 		if ctx.Err() != nil {
 			return
 		}
-		if misrouted(err) {
+		if misrouted(err) { // a leader moved, or partitions were added
 			s.r.a.relearn()
 		}
 		// A single failure is retried quietly: after a broker restart the
@@ -130,9 +130,17 @@ func (s *subscription) fetch(ctx context.Context, gen *kafka.Generation, pa kafk
 // step fetches once and hands over what came back.
 func (f *fetcher) step(ctx context.Context) error {
 	if f.offset < 0 { // the group never committed: where InitialOffset says
-		off, err := f.s.r.a.offsetAt(ctx, f.s.topic, f.partition, f.offset)
+		spans, err := f.s.r.a.spans(ctx, f.s.topic)
 		if err != nil {
 			return err
+		}
+		sp, ok := spans[f.partition]
+		if !ok { // added since the metadata was cached
+			return fmt.Errorf("list offsets of partition %d: %w", f.partition, kafka.UnknownTopicOrPartition)
+		}
+		off := sp.first
+		if f.offset == kafka.LastOffset {
+			off = sp.end
 		}
 		f.offset, f.handed = off, off
 	}
@@ -237,8 +245,8 @@ func (f *fetcher) hand(ctx context.Context, rr protocol.RecordReader, highWaterM
 				Partition:     f.partition,
 				Offset:        rec.Offset,
 				HighWaterMark: highWaterMark,
-				Key:           f.copy(rec.Key),
-				Value:         f.copy(rec.Value),
+				Key:           copyBytes(rec.Key),
+				Value:         copyBytes(rec.Value),
 				Headers:       rec.Headers,
 				Time:          rec.Time,
 			}
@@ -323,13 +331,13 @@ func recordBatches(rr protocol.RecordReader) []protocol.RecordReader {
 	return []protocol.RecordReader{rr}
 }
 
-// copy reads b, a key or value in kafka-go's pooled buffers, into a slice
-// of its own, and releases it. nil stays nil.
+// copyBytes reads b, a key or value in kafka-go's pooled buffers, into a
+// slice of its own, and releases it. nil stays nil.
 //
 // Each gets its own allocation, as kafka-go's Reader gives them: carving
 // them out of shared buffers measured within the noise (bench/kafkabench),
 // and a handler that keeps one body would keep its neighbours too.
-func (f *fetcher) copy(b protocol.Bytes) []byte {
+func copyBytes(b protocol.Bytes) []byte {
 	if b == nil {
 		return nil
 	}
@@ -347,41 +355,6 @@ func closeBytes(b protocol.Bytes) {
 	if b != nil {
 		b.Close()
 	}
-}
-
-// offsetAt resolves kafka.FirstOffset or kafka.LastOffset to a partition's
-// oldest retained offset or its end.
-func (a *admin) offsetAt(ctx context.Context, topic string, partition int, at int64) (int64, error) {
-	res, err := a.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-		Topics: map[string][]kafka.OffsetRequest{topic: {{Partition: partition, Timestamp: at}}},
-	})
-	if err != nil {
-		return 0, err
-	}
-	for _, po := range res.Topics[topic] {
-		if po.Partition != partition {
-			continue
-		}
-		if po.Error != nil {
-			return 0, po.Error
-		}
-		if at == kafka.FirstOffset {
-			return po.FirstOffset, nil
-		}
-		return po.LastOffset, nil
-	}
-	return 0, fmt.Errorf("list offsets of partition %d: no answer: %w", partition, kafka.UnknownTopicOrPartition)
-}
-
-// misrouted reports whether a fetch failed because the transport's view of
-// the cluster is out of date: the partition is not in it (added since), or
-// its leader is not where it says (moved), or that broker is gone.
-func misrouted(err error) bool {
-	var routing *fetchapi.Error // the transport found no route in its layout
-	return errors.As(err, &routing) ||
-		errors.Is(err, kafka.NotLeaderForPartition) || errors.Is(err, kafka.LeaderNotAvailable) ||
-		errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, kafka.BrokerNotAvailable) ||
-		errors.Is(err, kafka.FencedLeaderEpoch) || errors.Is(err, kafka.UnknownLeaderEpoch)
 }
 
 // fetchError describes a failed fetch of a partition for Receive. The

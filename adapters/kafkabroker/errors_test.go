@@ -12,6 +12,9 @@ import (
 
 	"github.com/brokerkit/broker"
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
+	produceapi "github.com/segmentio/kafka-go/protocol/produce"
 )
 
 func TestErrorTable(t *testing.T) {
@@ -200,6 +203,29 @@ func TestJoinAndFetchErrors(t *testing.T) {
 			if got.want != broker.ErrUnavailable && errors.Is(got.err, broker.ErrUnavailable) {
 				t.Errorf("%s error of %v = %v: a refusal must not read as unavailable", got.name, c.err, got.err)
 			}
+		}
+	}
+}
+
+// misrouted tells a stale route (which relearning the layout mends) from
+// other failures.
+func TestMisrouted(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("fetch: %w", kafka.NotLeaderForPartition), true},
+		{kafka.LeaderNotAvailable, true},
+		{kafka.UnknownTopicOrPartition, true},
+		{fetchapi.NewError(protocol.NewErrNoPartition("t", 2)), true},
+		{produceapi.NewError(protocol.NewErrNoLeader("t", 0)), true},
+		{kafka.OffsetOutOfRange, false},
+		{kafka.TopicAuthorizationFailed, false},
+		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), false},
+		{io.ErrUnexpectedEOF, false},
+	} {
+		if got := misrouted(c.err); got != c.want {
+			t.Errorf("misrouted(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }

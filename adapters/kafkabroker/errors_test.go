@@ -14,7 +14,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
-	produceapi "github.com/segmentio/kafka-go/protocol/produce"
 )
 
 func TestErrorTable(t *testing.T) {
@@ -218,7 +217,7 @@ func TestMisrouted(t *testing.T) {
 		{kafka.LeaderNotAvailable, true},
 		{kafka.UnknownTopicOrPartition, true},
 		{fetchapi.NewError(protocol.NewErrNoPartition("t", 2)), true},
-		{produceapi.NewError(protocol.NewErrNoLeader("t", 0)), true},
+		{fetchapi.NewError(protocol.NewErrNoLeader("t", 0)), true},
 		{kafka.OffsetOutOfRange, false},
 		{kafka.TopicAuthorizationFailed, false},
 		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), false},

@@ -177,11 +177,6 @@ func (s *sender) Send(ctx context.Context, topic string, msgs []*broker.Message)
 	if inFlight <= directInFlight || len(km) >= directMin {
 		failed, cause := s.produce(ctx, topic, msgs, km)
 		if len(failed) > 0 {
-			if misrouted(cause) {
-				// A leader moved: without a fresh layout the fallback
-				// Writer's retries would go to the same wrong broker.
-				s.a.relearn()
-			}
 			reuse = reusable(cause)
 			err = s.fallback(ctx, topic, km, failed, cause)
 		}
